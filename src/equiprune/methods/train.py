@@ -62,8 +62,10 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
         rd.set_section("test", test)
         save_run_model(rd, result.model, arch or {}, {"classes": list(splits.classes),
                                                       "group_names": list(splits.group_names)})
-        rd.log(f"test accuracy {test['acc']:.4f} (group 0 {test['acc_g0']:.4f}, group 1 {test['acc_g1']:.4f}); "
-               f"macro-F1 {test['f1']:.4f}; Eodd {test['eodd']:.4f}", echo=cfg.progress)
+        g0, g1 = list(splits.group_names)[:2]
+        # Logged, not printed: the caller (the CLI) prints its own summary line.
+        rd.log(f"test accuracy {test['acc']:.4f} ({g0} {test['acc_g0']:.4f}, {g1} {test['acc_g1']:.4f}); "
+               f"macro-F1 {test['f1']:.4f}; Eodd {test['eodd']:.4f}", echo=False)
     return TrainRunResult(model=result.model, run=rd, fit=result, test=test, group_names=list(splits.group_names))
 
 

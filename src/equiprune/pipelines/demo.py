@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data import DataConfig, SynthDermConfig
-from ..engine import RunDir, TrainConfig
+from ..engine import RunDir, TrainConfig, write_json
 from ..methods.audit import AuditConfig
+from ..methods.paired_runs import paired_runs
+from ..metrics import MetricsError, PairedInterval, fate
 from ..methods.prune_loop import default_finetune
 from ..methods.scp import SCPConfig, scp_from_run
 from ..methods.train import ModelConfig, train_from_config
@@ -19,7 +21,9 @@ from ..report.prune_plots import save_prune_plots
 class DemoConfig:
     """The main job on synthderm. Defaults finish in about 5 minutes on 2 CPU cores."""
 
-    n: int = 4000                   # synthderm images (70/15/15 split)
+    n: int = 4000                   # synthderm images, split train/val/test by the fractions below
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
     image_size: int = 64
     model: str = "vgg11"
     width: float = 0.25
@@ -34,26 +38,87 @@ class DemoConfig:
 
 
 @dataclass
+class HeadToHead:
+    """SCP against one other model on the same test images (paired bootstrap, difference SCP − other)."""
+
+    seed: int
+    other: str
+    eodd: PairedInterval
+    f1: PairedInterval
+
+    def sentence(self) -> str:
+        e, f = self.eodd, self.f1
+        if e.excludes_zero:
+            verdict = "SCP's gap is smaller" if e.estimate < 0 else "SCP's gap is larger"
+        else:
+            verdict = "not distinguishable"
+        return (f"seed {self.seed}, SCP vs {self.other}: Eodd {e.estimate_b:.3f} vs {e.estimate_a:.3f}, "
+                f"difference {e.estimate:+.3f} [{e.lo:+.3f}, {e.hi:+.3f}] ({verdict}); "
+                f"macro-F1 difference {f.estimate:+.3f} [{f.lo:+.3f}, {f.hi:+.3f}]")
+
+
+@dataclass
 class DemoResult:
-    """Where the demo's runs and comparison page are, and how long it took."""
+    """Where the demo's runs and comparison page are, how long it took, and what it found."""
 
     out: Path
     baseline: Path
     runs: dict[str, list[Path]] = field(default_factory=dict)
     report: Path | None = None
     seconds: float = 0.0
+    head_to_head: list[HeadToHead] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def scp_improves(self) -> list[bool]:
+        """Per seed: SCP's test FATE(Eodd) > 0 and the paired interval of its Eodd change excludes 0 (below)."""
+        return [h.eodd.excludes_zero and h.eodd.estimate < 0 and _fate_eodd(h) > 0
+                for h in self.head_to_head if h.other == "vanilla"]
+
+
+def _fate_eodd(h: HeadToHead) -> float:
+    """FATE(Eodd) of SCP against vanilla from the two point estimates (METRICS.md, λ = 1); NaN for a zero gap."""
+    try:
+        return fate(h.f1.estimate_b, h.f1.estimate_a, h.eodd.estimate_b, h.eodd.estimate_a)
+    except MetricsError:
+        return float("nan")
+
+
+LABELS = {"snnl": "SCP", "random": "random channels", "l1": "L1 channels", "none": "fine-tune only"}
+
+
+def _findings(heads: list[HeadToHead], seeds: tuple[int, ...]) -> list[str]:
+    """Plain sentences: does SCP improve on vanilla, and does it beat each control?"""
+    lines: list[str] = []
+    vs_base = [h for h in heads if h.other == "vanilla"]
+    wins = [h.seed for h in vs_base if h.eodd.excludes_zero and h.eodd.estimate < 0 and _fate_eodd(h) > 0]
+    lines.append(f"SCP against vanilla: FATE(Eodd) > 0 with the paired Eodd interval below 0 on "
+                 f"{len(wins)} of {len(vs_base)} seed(s)" + (f" ({', '.join(map(str, wins))})." if wins else "."))
+    for other in dict.fromkeys(h.other for h in heads if h.other != "vanilla"):
+        hs = [h for h in heads if h.other == other]
+        better = sum(h.eodd.excludes_zero and h.eodd.estimate < 0 for h in hs)
+        worse = sum(h.eodd.excludes_zero and h.eodd.estimate > 0 for h in hs)
+        lines.append(f"SCP against {other}: smaller Eodd on {better}, larger on {worse}, not distinguishable on "
+                     f"{len(hs) - better - worse} of {len(hs)} seed(s).")
+    if len(seeds) < 3:
+        lines.append(f"Only {len(seeds)} fine-tuning seed(s) ran, so these counts cannot rank the methods; "
+                     "`equiprune demo --seeds 0,1,2` gives more.")
+    return lines
 
 
 def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoResult:
     """synthderm → baseline → audit → SCP and its controls over seeds → one comparison report.
 
     Every step writes a run folder under `out`; running the demo again resumes
-    (finished runs are skipped).
+    (finished runs are skipped). SCP is set against vanilla and against each
+    control head to head on the same test images (`paired_runs`); the sentences
+    are in `DemoResult.findings`, on the comparison page and in ``findings.json``.
     """
     cfg = cfg or DemoConfig()
     t0 = time.perf_counter()
     out = Path(out)
     data = DataConfig(name="synthderm", image_size=cfg.image_size, seed=0, progress=cfg.progress,
+                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                       synthderm=SynthDermConfig(n=cfg.n))
     train_cfg = TrainConfig(epochs=cfg.epochs, optimizer="adam", lr=1e-3, schedule="cosine", progress=cfg.progress)
     base = out / "baseline"
@@ -63,7 +128,9 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     runs: dict[str, list[Path]] = {}
     ft = default_finetune()
     ft.epochs, ft.optimizer, ft.lr = cfg.finetune_epochs, "adam", 1e-4
+    heads: list[HeadToHead] = []
     for seed in cfg.seeds:
+        paths: dict[str, Path] = {}
         for scorer in ("snnl", *cfg.controls):
             path = out / f"{'scp' if scorer == 'snnl' else scorer}-seed{seed}"
             scp = SCPConfig(scorer=scorer, ratio=cfg.ratio, max_iters=cfg.max_iters, th_acc=0.05, th_fair=-1.0,
@@ -72,16 +139,27 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
             save_prune_plots(path)
             audit_and_report(path, audit_cfg)
             runs.setdefault(scorer, []).append(path)
+            paths[scorer] = path
+        for other, other_path in [("vanilla", base)] + [(LABELS.get(c, c), paths[c]) for c in cfg.controls]:
+            pb = paired_runs(other_path, paths["snnl"], audit_cfg)
+            heads.append(HeadToHead(seed=seed, other=other, eodd=pb["eodd"], f1=pb["f1"]))
+    findings = _findings(heads, cfg.seeds)
+    write_json(out / "findings.json", {"findings": findings,
+                                       "head_to_head": [{"seed": h.seed, "other": h.other, "eodd": asdict(h.eodd),
+                                                         "f1": asdict(h.f1)} for h in heads]})
     all_runs = [base] + [p for ps in runs.values() for p in ps]
-    label = {"snnl": "SCP", "random": "random channels", "l1": "L1 channels", "none": "fine-tune only"}
-    names = ["vanilla"] + [label.get(s, s) for s, ps in runs.items() for _ in ps]
+    names = ["vanilla"] + [LABELS.get(s, s) for s, ps in runs.items() for _ in ps]
     seeds_note = (f"This demo ran {len(cfg.seeds)} fine-tuning seed(s) ({', '.join(map(str, cfg.seeds))}) per "
                   "method to stay within about 5 minutes on 2 CPU cores; a single seed cannot rank the methods "
                   "(`equiprune demo --seeds 0,1,2` or `equiprune compare --seeds 0 1 2` gives mean and spread). "
                   "SCP and the controls share the same loop, fine-tuning and stopping rules and differ only in "
                   "which channels are cut (none for fine-tune only).")
-    comparison = compare_runs(all_runs, out_dir=out, names=names, cfg=audit_cfg, notes=[seeds_note])
+    head_note = ("Head to head on the test images (paired bootstrap, difference SCP − other; negative Eodd = "
+                 "SCP fairer): " + "; ".join(h.sentence() for h in heads) + ".")
+    comparison = compare_runs(all_runs, out_dir=out, names=names, cfg=audit_cfg,
+                              notes=[" ".join(findings), head_note, seeds_note])
     seconds = time.perf_counter() - t0
     RunDir(out).log(f"demo finished in {seconds:.0f} s", echo=False)
     return DemoResult(out=out, baseline=base, runs={k: list(v) for k, v in runs.items()},
-                      report=getattr(comparison, "html_path", None), seconds=seconds)
+                      report=getattr(comparison, "html_path", None), seconds=seconds, head_to_head=heads,
+                      findings=findings)

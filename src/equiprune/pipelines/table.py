@@ -37,6 +37,7 @@ from ..data import DataConfig, SynthDermConfig
 from ..engine import RunDir, TrainConfig, read_json, write_json
 from ..metrics import FATE_CRITERIA, MetricsError, bootstrap_samples, fate, group_fairness
 from ..methods.audit import AuditConfig, audit_run, audit_section_name
+from ..methods.paired_runs import check_same_items, run_predictions
 from ..report import audit_and_report, compare_runs
 from ..report.html import Section, write_page
 from ..report.tables import frame_to_html, frame_to_markdown
@@ -229,13 +230,6 @@ def _roundtrip(value: Any) -> Any:
 # ----------------------------------------------------------------------------- FATE against any reference
 
 
-def _predictions(run: Path, split: str) -> pd.DataFrame:
-    f = run / f"predictions_{split}.csv"
-    if not f.exists():
-        raise TableError(f"{run} has no {f.name}; audit it first (equiprune audit --run {run})")
-    return pd.read_csv(f)
-
-
 def fate_against(run: Path | str, reference: Path | str, cfg: AuditConfig | None = None,
                  num_classes: int | None = None) -> dict[str, dict[str, float]]:
     """FATE of `run` against `reference` from their stored test predictions, with bootstrap intervals.
@@ -247,10 +241,8 @@ def fate_against(run: Path | str, reference: Path | str, cfg: AuditConfig | None
     the estimate is NaN (with no interval) when the reference has a zero gap.
     """
     cfg = cfg or AuditConfig()
-    a, b = _predictions(Path(run), cfg.split), _predictions(Path(reference), cfg.split)
-    if len(a) != len(b) or not (np.array_equal(a["index"], b["index"]) and np.array_equal(a["y_true"], b["y_true"])
-                                and np.array_equal(a["group"], b["group"])):
-        raise TableError(f"{run} and {reference} were not scored on the same items; audit both on the same data")
+    a, b = run_predictions(run, cfg.split), run_predictions(reference, cfg.split)
+    check_same_items(a, b, run, reference)
     y, g = a["y_true"].to_numpy(), a["group"].to_numpy()
     pm, pb = a["y_pred"].to_numpy(), b["y_pred"].to_numpy()
     m = group_fairness(y, pm, g, num_classes=num_classes)

@@ -1,0 +1,69 @@
+"""The main job end to end at toy size: runs, head-to-head findings, report, resume."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from equiprune.metrics import group_fairness
+from equiprune.methods.audit import AuditError
+from equiprune.methods.paired_runs import paired_runs
+from equiprune.pipelines.demo import DemoConfig, demo
+
+TOY = DemoConfig(n=400, image_size=32, width=0.125, epochs=1, max_iters=1, seeds=(0,), controls=("random", "none"),
+                 n_boot=40, progress=False)
+
+
+@pytest.fixture(scope="module")
+def toy_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return demo(TOY, out=out), out
+
+
+def test_demo_writes_runs_report_and_findings(toy_demo):
+    res, out = toy_demo
+    assert set(res.runs) == {"snnl", "random", "none"}
+    assert res.report is not None and res.report.exists()
+    stored = json.loads((out / "findings.json").read_text())
+    assert stored["findings"] == res.findings
+    others = [h["other"] for h in stored["head_to_head"]]
+    assert others == ["vanilla", "random channels", "fine-tune only"]
+    assert res.findings[0].startswith("SCP against vanilla")
+    assert "cannot rank" in res.findings[-1]  # one seed: the page says so
+    page = res.report.read_text()
+    assert "Head to head" in page and "SCP vs random channels" in page
+    assert len(res.scp_improves) == 1
+
+
+def test_head_to_head_estimates_are_the_stored_predictions_difference(toy_demo):
+    res, out = toy_demo
+    h = next(h for h in res.head_to_head if h.other == "fine-tune only")
+    scp = pd.read_csv(out / "scp-seed0" / "predictions_test.csv")
+    ft = pd.read_csv(out / "none-seed0" / "predictions_test.csv")
+    m_scp = group_fairness(scp["y_true"].to_numpy(), scp["y_pred"].to_numpy(), scp["group"].to_numpy())
+    m_ft = group_fairness(ft["y_true"].to_numpy(), ft["y_pred"].to_numpy(), ft["group"].to_numpy())
+    assert h.eodd.estimate == pytest.approx(m_scp.eodd - m_ft.eodd, abs=1e-12)
+    assert h.f1.estimate == pytest.approx(m_scp.f1 - m_ft.f1, abs=1e-12)
+    assert h.eodd.lo <= h.eodd.estimate <= h.eodd.hi or np.isnan(h.eodd.lo)
+
+
+def test_demo_resumes_without_retraining(toy_demo):
+    res, out = toy_demo
+    before = (out / "baseline" / "log.txt").read_text().count("train_loss=")
+    again = demo(TOY, out=out)
+    assert (out / "baseline" / "log.txt").read_text().count("train_loss=") == before
+    assert [h.eodd.estimate for h in again.head_to_head] == [h.eodd.estimate for h in res.head_to_head]
+
+
+def test_paired_runs_refuses_runs_scored_on_other_items(toy_demo, tmp_path):
+    _, out = toy_demo
+    other = tmp_path / "other"
+    other.mkdir()
+    df = pd.read_csv(out / "scp-seed0" / "predictions_test.csv")
+    df.iloc[::-1].to_csv(other / "predictions_test.csv", index=False)
+    with pytest.raises(AuditError, match="same items"):
+        paired_runs(out / "scp-seed0", other)
+    with pytest.raises(AuditError, match="audit it first"):
+        paired_runs(out / "scp-seed0", tmp_path)
