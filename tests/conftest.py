@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,71 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- tiny synthderm run folders
+
+
+def _probe_head(model: torch.nn.Module, train, ridge: float, subset: np.ndarray) -> None:
+    """Turn the VGG head into a ridge-regression linear probe of the pooled conv features.
+
+    The first two Linear layers become identities on the feature dimensions (the
+    features are post-ReLU, so the ReLUs pass them unchanged) and the last one
+    holds the probe. This gives a model that predicts several classes without
+    minutes of training, in the architecture `load_checkpoint` rebuilds.
+    """
+    model.eval()
+    with torch.no_grad():
+        x = torch.stack([train[int(i)][0] for i in subset])
+        f = model.avgpool(model.features(x)).flatten(1).double()
+        y = torch.nn.functional.one_hot(torch.as_tensor(train.labels[subset]), 5).double()
+        mu, sd = f.mean(0), f.std(0) + 1e-6
+        z = (f - mu) / sd
+        w = torch.linalg.solve(z.T @ z + ridge * torch.eye(z.shape[1], dtype=z.dtype), z.T @ (y - y.mean(0)))
+        d = f.shape[1]
+        for layer in (model.classifier[0], model.classifier[3]):
+            layer.weight.zero_()
+            layer.weight[:d, :d] = torch.eye(d)
+            layer.bias.zero_()
+        last = model.classifier[6]
+        last.weight.zero_()
+        last.weight[:, :d] = (w / sd[:, None]).T.float()
+        last.bias.copy_((y.mean(0) - (mu / sd) @ w).float())
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A 1-epoch vgg11 (width 0.125, 32 px) baseline, and two children of it.
+
+    The children stand in for mitigated models: their heads are linear probes
+    fitted on different halves of the training split, so their predictions
+    spread over the classes and differ from each other (a 1-epoch model may
+    predict a single class, which makes every gap 0 and FATE against it
+    undefined; that case is covered too).
+    """
+    # Imported here, so test modules that never use these runs do not load the training stack.
+    from equiprune.data import DataConfig
+    from equiprune.data.synthderm import SynthDermConfig
+    from equiprune.engine import RunDir, TrainConfig
+    from equiprune.methods.runs import child_config, open_run, save_run_model
+    from equiprune.methods.train import ModelConfig, train_from_config
+
+    root = tmp_path_factory.mktemp("audit_runs")
+    data = DataConfig(name="synthderm", image_size=32, seed=0, cache_dir=str(root / "cache"), progress=False,
+                      synthderm=SynthDermConfig(n=300))
+    train_from_config(data, ModelConfig("vgg11", 0.125),
+                      TrainConfig(epochs=1, batch_size=32, optimizer="adam", lr=2e-3, progress=False, device="cpu"),
+                      root / "base")
+    parent = open_run(root / "base")
+    train = parent.splits().train
+    train = train.with_transform(parent.splits().test.transform)
+    halves = np.array_split(np.random.default_rng(0).permutation(len(train)), 2)
+    out = {"base": root / "base"}
+    for name, subset, ridge in (("child_a", halves[0], 1.0), ("child_b", halves[1], 10.0)):
+        model = open_run(root / "base").model
+        _probe_head(model, train, ridge, subset)
+        rd = RunDir(root / name)
+        rd.write_config(child_config(parent, "test-child", {"probe": name, "ridge": ridge}))
+        save_run_model(rd, model, parent.arch, parent.extra)
+        out[name] = rd.path
+    return out

@@ -91,3 +91,25 @@ def test_rundir_config_guard_and_metrics(tmp_path):
 def test_bad_train_config():
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="rmsprop").validate()
+
+
+def test_nhwc_inference_restores_layout_and_changes_no_prediction():
+    from equiprune.engine.runtime import nhwc_inference, to_layout
+
+    torch.manual_seed(0)
+    model = build_model("vgg11", 3, width=0.125, image_size=32).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        plain = model(x)
+        with nhwc_inference(model) as layout:
+            assert layout == torch.channels_last
+            assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+            fast = model(to_layout(x, layout))
+    assert torch.allclose(plain, fast, atol=1e-5)
+    w = model.features[0].weight
+    assert w.is_contiguous() and not w.is_contiguous(memory_format=torch.channels_last)
+    # a model already in NHWC (as during `fit`) stays NHWC
+    model.to(memory_format=torch.channels_last)
+    with nhwc_inference(model):
+        pass
+    assert not model.features[0].weight.is_contiguous()

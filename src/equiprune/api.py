@@ -20,7 +20,7 @@ from .methods.audit import AuditConfig, AuditResult
 from .methods.scp import SCPConfig, SCPResult, scp_from_run
 from .methods.train import ModelConfig, TrainRunResult, train_from_config
 from .pipelines.demo import DemoConfig, DemoResult, demo
-from .report import ComparisonResult, audit_and_report, compare_runs
+from .report import ComparisonResult, audit_and_report, audit_checkpoint_and_report, compare_runs
 
 if TYPE_CHECKING:
     from .methods.reprogram import ReprogramConfig
@@ -42,6 +42,16 @@ def audit(run: str | Path, cfg: AuditConfig | None = None, baseline: str | Path 
     return audit_and_report(run, cfg, baseline_run=baseline)
 
 
+def audit_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, cfg: AuditConfig | None = None,
+                     image_size: int | None = None, baseline: str | Path | None = None) -> AuditResult:
+    """`equiprune audit --checkpoint`: audit a bare model.pt on `data`; `out` becomes its run folder.
+
+    The images are fed at the checkpoint's recorded input size unless
+    `image_size` is given (``data.image_size`` is replaced either way).
+    """
+    return audit_checkpoint_and_report(checkpoint, data, out, cfg, image_size=image_size, baseline_run=baseline)
+
+
 def report(runs: Sequence[str | Path], out: str | Path | None = None,
            names: Sequence[str] | None = None) -> ComparisonResult:
     """`equiprune report`: one comparison page over several run folders."""
@@ -54,6 +64,6 @@ def reprogram(run: str | Path, cfg: "ReprogramConfig", out: str | Path, lambdas:
     return sweep_from_run(run, cfg, lambdas, out) if lambdas else reprogram_from_run(run, cfg, out)
 
 
-__all__ = ["DemoConfig", "DemoResult", "audit", "demo", "prune_scp", "report", "reprogram", "train"]
+__all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "demo", "prune_scp", "report", "reprogram", "train"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import done
+from .common import add_data_args, data_config_from_args, done
 
 EPILOG = """\
 examples:
@@ -13,19 +13,36 @@ examples:
   equiprune audit --run runs/scp --baseline runs/base --n-boot 2000
   equiprune audit --run runs/base --groups fitzpatrick   # also the six skin types
   equiprune audit --run runs/base --groups fitzpatrick,sex --split val
-Writes into the run folder: the `audit` section of metrics.json (`audit_val` /
-`audit_train` for the other splits), predictions_<split>.csv, report.md and
-report.html (one self-contained file), and prints Table 1 with intervals.
+  equiprune audit --checkpoint model.pt --data fitzpatrick17k --root images/ --out runs/audit-f17k
+  equiprune audit --checkpoint runs/base/model.pt --data synthderm --data-seed 0 --out runs/audit-base
+With --run it writes into the run folder: the `audit` section of metrics.json
+(`audit_val` / `audit_train` for the other splits), predictions_<split>.csv,
+report.md and report.html (one self-contained file), and prints Table 1 with
+intervals.
+With --checkpoint (a model.pt written by equiprune) the data options say what
+to audit it on (--data is required; --data-seed is the --seed of
+`equiprune train` when the splits are made here) and --out becomes a run
+folder: config.json (kind "audit", the checkpoint and data settings), a copy
+of the checkpoint as model.pt, and the same files as above, so `equiprune
+report` and every --run verb can use it. The images are fed at the size the
+checkpoint was built for unless --image-size is given; a checkpoint whose
+class count differs from the dataset's is refused.
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("audit", help="measure per-group accuracy and fairness of a run's model, with a report",
-                       description="Score the model of a run folder on one split of its data: the papers' "
+    p = sub.add_parser("audit", help="measure per-group accuracy and fairness of a model, with a report",
+                       description="Score the model of a run folder on one split of its data (or a bare "
+                                   "checkpoint on a dataset you name): the papers' "
                                    "per-group precision/recall/F1 and Eopp0/Eopp1/Eodd with bootstrap "
                                    "intervals, FATE and paired differences against a baseline, model cost.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder holding model.pt and config.json")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN_DIR", help="run folder holding model.pt and config.json")
+    src.add_argument("--checkpoint", metavar="FILE",
+                     help="a model.pt written by equiprune, audited on the data given by the data options")
+    p.add_argument("--out", metavar="RUN_DIR", default=None,
+                   help="with --checkpoint: new run folder for the audit (required there)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="split to score (default test)")
     p.add_argument("--baseline", metavar="BASELINE_RUN", default=None,
                    help="run folder of the baseline for FATE (default: the baseline recorded in the run's "
@@ -43,7 +60,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    g = add_data_args(p, default_data=None, default_image_size=None)
+    g.title = "data (with --checkpoint only; a run folder has its own)"
+    g.add_argument("--data-seed", type=int, default=0,
+                   help="seed of generated data and of splits made here: the --seed the model was trained "
+                        "with (default 0)")
+    # Every data option's default, so `--run` can refuse the ones given in vain.
+    p.set_defaults(func=run, data_defaults={a.dest: (a.option_strings[0], a.default) for a in g._group_actions})
+
+
+def _check_source_args(args: argparse.Namespace) -> None:
+    """Raise ValueError for option mixes that would be silently ignored."""
+    given = [opt for dest, (opt, default) in args.data_defaults.items() if getattr(args, dest) != default]
+    if args.run:
+        extra = given + (["--out"] if args.out else [])
+        if extra:
+            raise ValueError(f"only with --checkpoint: {', '.join(extra)} (a run folder's data settings come from "
+                             "its config.json, and its audit is written into it).")
+        return
+    missing = [opt for opt, value in (("--data", args.data), ("--out", args.out)) if not value]
+    if missing:
+        raise ValueError(f"--checkpoint needs {' and '.join(missing)}: the dataset to audit it on "
+                         "(e.g. --data synthderm, or --data fitzpatrick17k --root DIR) and a new run folder.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,10 +89,19 @@ def run(args: argparse.Namespace) -> int:
     from ..report import audit_and_report
     from ..report.tables import format_terminal
 
+    _check_source_args(args)
     cfg = AuditConfig(split=args.split, n_boot=args.n_boot, seed=args.seed, alpha=args.alpha,
                       fate_lambda=args.fate_lambda, groups=args.groups, full_classes=args.full_classes,
                       latency=not args.no_latency, device=args.device, progress=not args.quiet)
-    result = audit_and_report(args.run, cfg, baseline_run=args.baseline)
+    if args.checkpoint:
+        from ..report import audit_checkpoint_and_report
+
+        data = data_config_from_args(args, seed=args.data_seed, progress=not args.quiet)
+        result = audit_checkpoint_and_report(args.checkpoint, data, args.out, cfg, image_size=args.image_size,
+                                             baseline_run=args.baseline)
+    else:
+        result = audit_and_report(args.run, cfg, baseline_run=args.baseline)
+    run_dir = Path(args.run or args.out)
     audit = result.to_dict()
     print(format_terminal(audit))
     if result.baseline_path:
@@ -69,6 +116,6 @@ def run(args: argparse.Namespace) -> int:
                   f"({r['name_a']} vs {r['name_b']})")
     for note in result.notes:
         print(f"note: {note}")
-    done("metrics", Path(args.run) / "metrics.json")
+    done("metrics", run_dir / "metrics.json")
     done("report", result.report_html)
     return 0

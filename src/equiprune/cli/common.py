@@ -63,15 +63,22 @@ def done(message: str, path: Path | str | None = None) -> None:
     print(message if path is None else f"{message}: {path}")
 
 
-def add_data_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    """Options that fill a DataConfig (dataset, image folder, size, group coding)."""
+def add_data_args(parser: argparse.ArgumentParser, required: bool = False, default_data: str | None = "synthderm",
+                  default_image_size: int | None = 64) -> argparse._ArgumentGroup:
+    """Options that fill a DataConfig (dataset, image folder, size, group coding); returns their group.
+
+    `default_data` / `default_image_size` None leave --data / --image-size unset
+    unless given (`audit --checkpoint` takes the size from the checkpoint).
+    """
     from ..data import DATASETS
 
     g = parser.add_argument_group("data")
-    g.add_argument("--data", choices=list(DATASETS), default=None if required else "synthderm", required=required,
+    g.add_argument("--data", choices=list(DATASETS), default=None if required else default_data, required=required,
                    help="dataset: synthderm (generated, no download), fitzpatrick17k, isic2019, ham10000 or csv")
     g.add_argument("--root", default=None, help="folder with the images (every dataset but synthderm)")
-    g.add_argument("--image-size", type=int, default=64, help="square input size in pixels (default 64)")
+    size_default = ": the model's input size" if default_image_size is None else f" {default_image_size}"
+    g.add_argument("--image-size", type=int, default=default_image_size,
+                   help=f"square input size in pixels (default{size_default})")
     g.add_argument("--metadata", default=None,
                    help="metadata table(s): the CSV for csv/ham10000; a folder for fitzpatrick17k/isic2019 "
                         "(default: the tables shipped with equiprune)")
@@ -93,16 +100,18 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False) -> No
                    help="synthderm: fraction of dark-skin images (default 0.2)")
     g.add_argument("--synth-dark-contrast", type=float, default=0.45,
                    help="synthderm: lesion contrast on dark skin, 1.0 = no bias (default 0.45)")
+    return g
 
 
 def data_config_from_args(args: argparse.Namespace, seed: int = 0, progress: bool = True):
-    """DataConfig from the options added by `add_data_args`."""
+    """DataConfig from the options added by `add_data_args` (an unset --image-size keeps DataConfig's default)."""
     from ..data import DataConfig, SynthDermConfig
 
     synth = SynthDermConfig(n=args.synth_n, dark_fraction=args.synth_dark_fraction,
                             dark_contrast=args.synth_dark_contrast)
-    return DataConfig(name=args.data, root=args.root, image_size=args.image_size, seed=seed, augment=args.augment,
+    size = {} if args.image_size is None else {"image_size": args.image_size}
+    return DataConfig(name=args.data, root=args.root, seed=seed, augment=args.augment,
                       label_level=args.label_level, group_column=args.group_column, metadata=args.metadata,
                       image_column=args.image_column, label_column=args.label_column,
                       split_column=args.split_column, missing_images=args.missing_images, max_rows=args.max_rows,
-                      progress=progress, synthderm=synth)
+                      progress=progress, synthderm=synth, **size)

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, SequentialSampler
 
 from .distributed import gather_concat, is_distributed, progress_enabled, unwrap_model
-from .runtime import make_loader, resolve_device
+from .runtime import make_loader, nhwc_inference, resolve_device, to_layout
 
 
 @dataclass
@@ -81,9 +81,11 @@ def predict(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256,
     was_training = model.training
     model.eval()
     ys, gs, idx, probs = [], [], [], []
-    for x, y, g, i in tqdm(loader, desc="predict", disable=not progress_enabled(progress), leave=False):
-        probs.append(torch.softmax(model(x.to(dev, non_blocking=True)).float(), dim=1).cpu())
-        ys.append(y), gs.append(g), idx.append(i)
+    with nhwc_inference(model) as layout:
+        for x, y, g, i in tqdm(loader, desc="predict", disable=not progress_enabled(progress), leave=False):
+            x = to_layout(x.to(dev, non_blocking=True), layout)
+            probs.append(torch.softmax(model(x).float(), dim=1).cpu())
+            ys.append(y), gs.append(g), idx.append(i)
     model.train(was_training)
     p = torch.cat(probs).numpy()
     out = Predictions(y_true=torch.cat(ys).numpy().astype(np.int64), y_pred=p.argmax(1).astype(np.int64),
@@ -123,16 +125,18 @@ def extract_features(model: nn.Module, layer: str, loader: DataLoader,
     model.eval()
     handle = module.register_forward_hook(hook)
     try:
-        for batch in loader:
-            x, y, g = batch[0], batch[1], batch[2]
-            captured.clear()
-            try:
-                model(x.to(dev, non_blocking=True))
-            except _StopForward:
-                pass
-            if not captured:
-                raise RuntimeError(f"layer {layer!r} was not reached in the forward pass")
-            yield captured[0], y.to(dev), g.to(dev)
+        with nhwc_inference(model) as layout:
+            for batch in loader:
+                x, y, g = batch[0], batch[1], batch[2]
+                captured.clear()
+                try:
+                    model(to_layout(x.to(dev, non_blocking=True), layout))
+                except _StopForward:
+                    pass
+                if not captured:
+                    raise RuntimeError(f"layer {layer!r} was not reached in the forward pass")
+                # Consumers .view() the features: hand them over in the usual layout.
+                yield captured[0].contiguous(), y.to(dev), g.to(dev)
     finally:
         handle.remove()
         model.train(was_training)

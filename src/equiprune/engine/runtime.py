@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -58,3 +60,37 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, drop_l
                       drop_last=drop_last, generator=generator, sampler=sampler,
                       num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=num_workers > 0)
+
+
+def _is_nhwc(p: torch.Tensor) -> bool:
+    return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+
+
+@contextmanager
+def nhwc_inference(model: torch.nn.Module) -> Iterator[torch.memory_format]:
+    """Run the block with `model` in channels_last (NHWC) layout; restore its layout afterwards.
+
+    oneDNN's NHWC convolutions run about 1.5-2x faster than NCHW for inference on
+    CPU. The model is handed back in the layout it came in (pruning utilities
+    .view() flat parameters; `fit` keeps NHWC while it trains), and a model with
+    no 4-D float parameter (a ViT without patch conv, an int8 model) is left
+    alone. Yields the memory format inputs should be given in.
+    """
+    convs = [p for p in model.parameters() if p.dim() == 4 and p.is_floating_point()]
+    if not convs or _is_nhwc(convs[0]):
+        yield torch.channels_last if convs else torch.contiguous_format
+        return
+    try:
+        model.to(memory_format=torch.channels_last)
+    except (RuntimeError, TypeError):  # a module whose parameters cannot change layout: run as it is
+        yield torch.contiguous_format
+        return
+    try:
+        yield torch.channels_last
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
+def to_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """`x` in `memory_format` when it is a batch of images (4-D); anything else unchanged."""
+    return x.contiguous(memory_format=memory_format) if x.dim() == 4 else x

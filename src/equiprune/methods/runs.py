@@ -39,6 +39,20 @@ def data_config_from_dict(d: dict[str, Any]) -> DataConfig:
     return DataConfig(**{k: v for k, v in d.items() if k in known})
 
 
+def load_model_file(path: str | Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Load a model.pt written by any equiprune method: (model, arch, extra).
+
+    Every module type a method may save is registered first, and the model of a
+    reprogrammed checkpoint comes back behind its saved trigger.
+    """
+    from . import compress  # noqa: F401  (registers the quantized / factored module types)
+    model, arch, extra = load_checkpoint(path)
+    if extra.get("reprogram"):  # a reprogrammed run: its model is the frozen model behind the saved trigger
+        from .reprogram import wrap_with_trigger
+        model = wrap_with_trigger(model, extra["reprogram"])
+    return model, arch, extra
+
+
 def open_run(path: str | Path) -> LoadedRun:
     """Open a finished run folder: its config, data settings and model."""
     rd = RunDir(path, create=False)
@@ -47,11 +61,7 @@ def open_run(path: str | Path) -> LoadedRun:
         raise RunError(f"{rd.path} has no {RunDir.MODEL}; did its run finish? Re-run its command to resume it.")
     if "data" not in cfg:
         raise RunError(f"{rd.path / RunDir.CONFIG} has no 'data' section; it was not written by equiprune")
-    from . import compress  # noqa: F401  (registers the quantized / factored module types)
-    model, arch, extra = load_checkpoint(rd.model_path)
-    if extra.get("reprogram"):  # a reprogrammed run: its model is the frozen model behind the saved trigger
-        from .reprogram import wrap_with_trigger
-        model = wrap_with_trigger(model, extra["reprogram"])
+    model, arch, extra = load_model_file(rd.model_path)
     return LoadedRun(run=rd, config=cfg, model=model, arch=arch, extra=extra,
                      data_config=data_config_from_dict(cfg["data"]))
 
@@ -80,6 +90,21 @@ def save_run_model(rd: RunDir, model: nn.Module, arch: dict[str, Any], extra: di
     return rd.save_model(model, arch, extra)
 
 
+def refuse_reprogrammed(run: LoadedRun, verb: str, made: str) -> None:
+    """Raise RunError if `run` is a reprogrammed run, saying what to do instead.
+
+    Its trigger was learned for exactly its frozen model, so a pruned or
+    compressed copy would sit behind a trigger that no longer fits it. `verb`
+    ("prune", "compress") names the refused step, `made` its result ("pruned").
+    """
+    if not run.extra.get("reprogram"):
+        return
+    parent = run.config.get("parent")
+    where = f" ({parent})" if parent else ""
+    raise RunError(f"{run.run.path} is a reprogrammed run (a trigger in front of a frozen model); {verb} its "
+                   f"parent run{where} instead, then reprogram the {made} run with `equiprune reprogram --run`.")
+
+
 def start_child_run(parent_path: str | Path, out: str | Path, kind: str, settings: Any,
                     **more: Any) -> tuple[LoadedRun, RunDir]:
     """Open the parent run and create (or resume) the child run folder `out`.
@@ -88,9 +113,7 @@ def start_child_run(parent_path: str | Path, out: str | Path, kind: str, setting
     baseline; re-running with the same settings resumes, other settings are an error.
     """
     parent = open_run(parent_path)
-    if parent.extra.get("reprogram"):
-        raise RunError(f"{parent_path} is a reprogrammed run (a trigger in front of a frozen model); prune its "
-                       "parent run instead, then reprogram the pruned run with `equiprune reprogram --run`.")
+    refuse_reprogrammed(parent, "prune", "pruned")
     rd = RunDir(out)
     if rd.path.resolve() == parent.run.path.resolve():
         raise RunError("--out must be a new folder, not the --run folder itself")

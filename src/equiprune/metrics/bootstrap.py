@@ -26,7 +26,7 @@ together by the same count-based code as ``group_fairness``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,10 +140,12 @@ def _bootstrap_arrays(
     n_boot: int,
     seed: int | np.random.Generator | None,
     stratify: bool,
+    stacklevel: int = 3,
 ) -> list[dict[str, np.ndarray]]:
     """Per prediction vector, {metric: (n_boot,) array}; same resamples for all of them.
 
     Resamples that lose a group (only possible without stratification) are NaN.
+    ``stacklevel`` makes the warning about them name the public function's caller.
     """
     rng = _rng(seed)
     chunks: list[list[dict[str, np.ndarray]]] = [[] for _ in preds]
@@ -166,7 +168,7 @@ def _bootstrap_arrays(
             f"{n_lost} of {n_boot} unstratified resamples had no sample of one group and "
             "were left out; use stratify=True to keep group sizes fixed.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return out
 
@@ -212,6 +214,48 @@ def _percentiles(samples: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+@dataclass(frozen=True)
+class _Statistic:
+    """One metric's statistic: full-data value, per-resample values (NaN: lost a group), interval."""
+
+    full: list[float]  # the metric of each model on the full data
+    estimate: float
+    samples: np.ndarray
+    lo: float
+    hi: float
+
+
+def _bootstrap_statistic(
+    y_true: Any,
+    preds: dict[str, Any],
+    groups: Any,
+    stat: Callable[[Sequence[Any]], Any],
+    n_boot: int,
+    seed: int | np.random.Generator | None,
+    alpha: float,
+    num_classes: int | None,
+    stratify: bool,
+) -> dict[str, _Statistic]:
+    """Per metric, ``stat`` of the models' values on the full data and on shared resamples.
+
+    ``stat`` gets one value (or one (n_boot,) array) per prediction vector, in
+    the order of ``preds``: ``v[0]`` gives one model's interval, ``v[1] - v[0]``
+    a paired difference. The interval is the percentile interval of the
+    resampled statistic, NaN resamples left out.
+    """
+    n_boot = _check_params(n_boot, alpha)
+    y, plist, g, cs = _prepare(y_true, preds, groups, num_classes)
+    full = [_full_data(y, p, g, c) for p, c in zip(plist, cs)]
+    # stacklevel 4: the warning names whoever called bootstrap_ci / paired_bootstrap.
+    boot = _bootstrap_arrays(y, plist, g, cs, n_boot, seed, stratify, stacklevel=4)
+    out: dict[str, _Statistic] = {}
+    for k in METRIC_NAMES:
+        samples = stat([b[k] for b in boot])
+        lo, hi = _percentiles(samples, alpha)
+        out[k] = _Statistic([f[k] for f in full], stat([f[k] for f in full]), samples, lo, hi)
+    return out
+
+
 def bootstrap_ci(
     y_true: Any,
     y_pred: Any,
@@ -228,15 +272,9 @@ def bootstrap_ci(
     is within groups when ``stratify`` (default), and C is fixed to the full-data
     class count for every resample (see the module docstring for why).
     """
-    n_boot = _check_params(n_boot, alpha)
-    y, (p,), g, (c,) = _prepare(y_true, {"y_pred": y_pred}, groups, num_classes)
-    full = _full_data(y, p, g, c)
-    boot = _bootstrap_arrays(y, [p], g, [c], n_boot, seed, stratify)[0]
-    out: dict[str, Interval] = {}
-    for k in METRIC_NAMES:
-        lo, hi = _percentiles(boot[k], alpha)
-        out[k] = Interval(full[k], lo, hi, float(np.nanstd(boot[k])))
-    return out
+    stats = _bootstrap_statistic(y_true, {"y_pred": y_pred}, groups, lambda v: v[0], n_boot, seed, alpha,
+                                 num_classes, stratify)
+    return {k: Interval(s.estimate, s.lo, s.hi, float(np.nanstd(s.samples))) for k, s in stats.items()}
 
 
 def paired_bootstrap(
@@ -258,27 +296,19 @@ def paired_bootstrap(
     unless ``num_classes`` is given, so ``estimate_a``/``estimate_b`` equal the
     separate group_fairness numbers.
     """
-    n_boot = _check_params(n_boot, alpha)
-    y, (pa, pb), g, (ca, cb) = _prepare(
-        y_true, {"pred_a": pred_a, "pred_b": pred_b}, groups, num_classes
-    )
-    full_a = _full_data(y, pa, g, ca)
-    full_b = _full_data(y, pb, g, cb)
-    boot_a, boot_b = _bootstrap_arrays(y, [pa, pb], g, [ca, cb], n_boot, seed, stratify)
+    stats = _bootstrap_statistic(y_true, {"pred_a": pred_a, "pred_b": pred_b}, groups, lambda v: v[1] - v[0],
+                                 n_boot, seed, alpha, num_classes, stratify)
     out: dict[str, PairedInterval] = {}
-    for k in METRIC_NAMES:
-        d = boot_b[k] - boot_a[k]
-        d = d[~np.isnan(d)]
-        lo, hi = _percentiles(d, alpha)
-        m = len(d)
-        p_value = min(1.0, 2.0 * min(np.sum(d <= 0) + 1, np.sum(d >= 0) + 1) / (m + 1))
+    for k, s in stats.items():
+        d = s.samples[~np.isnan(s.samples)]
+        p_value = min(1.0, 2.0 * min(np.sum(d <= 0) + 1, np.sum(d >= 0) + 1) / (len(d) + 1))
         out[k] = PairedInterval(
-            estimate=full_b[k] - full_a[k],
-            lo=lo,
-            hi=hi,
+            estimate=s.estimate,
+            lo=s.lo,
+            hi=s.hi,
             p_value=float(p_value),
-            excludes_zero=bool(lo > 0 or hi < 0),
-            estimate_a=full_a[k],
-            estimate_b=full_b[k],
+            excludes_zero=bool(s.lo > 0 or s.hi < 0),
+            estimate_a=s.full[0],
+            estimate_b=s.full[1],
         )
     return out

@@ -251,6 +251,8 @@ def _summary_pairs(run_path: Path, config: Mapping[str, Any], audit: Mapping[str
     for key, label in (("train", "training"), ("settings", "method settings")):
         if config.get(key):
             pairs.append((label, _settings_text(config[key])))
+    if config.get("checkpoint"):
+        pairs.append(("checkpoint", str(config["checkpoint"])))
     if config.get("parent"):
         pairs.append(("parent run", str(config["parent"])))
     if config.get("lineage"):

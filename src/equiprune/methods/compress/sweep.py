@@ -400,13 +400,24 @@ def write_outputs(rd: RunDir, records: list[dict[str, Any]], uncompressed: dict[
 
 def _source(source: Any, splits: Any, arch: dict[str, Any] | None, data_config: Any
             ) -> tuple[nn.Module, Any, dict[str, Any] | None, Any, Any]:
-    """(model, splits, arch, data_config, parent LoadedRun or None) from a LoadedRun or a model."""
+    """(model, splits, arch, data_config, parent LoadedRun or None) from a LoadedRun or a model.
+
+    A reprogrammed model is refused (before any folder is written): compressing
+    it would leave its trigger in front of a model it was not learned for.
+    """
+    from ..reprogram.trigger import ReprogrammedModel
+    from ..runs import refuse_reprogrammed
+
     if isinstance(source, nn.Module):
+        if isinstance(source, ReprogrammedModel):
+            raise CompressError("this is a reprogrammed model (a trigger in front of a frozen model); compress "
+                                "its frozen model (`.model`) instead, then reprogram the compressed model.")
         if splits is None:
             raise CompressError("pass `splits` with a model (or pass the LoadedRun of its run folder)")
         return source, splits, arch, data_config, None
     if not hasattr(source, "model") or not hasattr(source, "arch"):
         raise CompressError(f"source must be an nn.Module or a LoadedRun (open_run), got {type(source).__name__}")
+    refuse_reprogrammed(source, "compress", "compressed")
     return source.model, splits if splits is not None else source.splits(), arch or source.arch, \
         data_config or source.data_config, source
 

@@ -1,6 +1,8 @@
 """Pictures of a reprogramming run: the trigger, and the accuracy–fairness trade-off of a λ sweep."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +21,33 @@ def _pyplot():
     return plt
 
 
+@contextmanager
+def _figure(path: str | Path, panels: int = 1, size: tuple[float, float] = (5.6, 4.2)) -> Iterator[tuple[Any, Any]]:
+    """A figure of `panels` axes side by side (each `size` inches), written to `path` as a PNG on exit.
+
+    The PNG is written to a temporary name and renamed, so an interrupted run
+    never leaves a half-written picture behind.
+    """
+    plt = _pyplot()
+    path = Path(path)
+    fig, axes = plt.subplots(1, panels, figsize=(size[0] * panels, size[1]), squeeze=False)
+    try:
+        yield fig, axes[0]
+        fig.tight_layout()
+        tmp = path.with_name(path.stem + ".tmp.png")
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+
+
+def _show_image(ax: Any, image: np.ndarray, title: str) -> None:
+    """An image panel: pixels as they are (no smoothing), a small title, no axes."""
+    ax.imshow(image, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
 def trigger_image(trigger: Trigger) -> np.ndarray:
     """The trigger as an H×W×3 image in [0, 1]: value v shown as (v + 1) / 2, grey outside the trigger."""
     with torch.no_grad():
@@ -30,26 +59,15 @@ def trigger_image(trigger: Trigger) -> np.ndarray:
 
 def save_trigger_png(trigger: Trigger, path: str | Path, example: torch.Tensor | None = None) -> Path:
     """Write the trigger (and, given a normalised example image, that image with the trigger) as a PNG."""
-    plt = _pyplot()
     path = Path(path)
-    panels = 1 if example is None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.4), squeeze=False)
-    ax = axes[0, 0]
-    ax.imshow(trigger_image(trigger), interpolation="nearest")
-    ax.set_title(f"{trigger.kind} trigger ({trigger.size}px)\nvalue v shown as (v+1)/2", fontsize=9)
-    ax.axis("off")
-    if example is not None:
-        with torch.no_grad():
-            x = example.unsqueeze(0).to(trigger.weight.device)
-            pixels = trigger.apply_pixels(x * trigger.std + trigger.mean)[0].clamp(0, 1).cpu()
-        axes[0, 1].imshow(pixels.permute(1, 2, 0).numpy(), interpolation="nearest")
-        axes[0, 1].set_title("an input with the trigger", fontsize=9)
-        axes[0, 1].axis("off")
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    with _figure(path, panels=1 if example is None else 2, size=(3.2, 3.4)) as (_, axes):
+        _show_image(axes[0], trigger_image(trigger),
+                    f"{trigger.kind} trigger ({trigger.size}px)\nvalue v shown as (v+1)/2")
+        if example is not None:
+            with torch.no_grad():
+                x = example.unsqueeze(0).to(trigger.weight.device)
+                pixels = trigger.apply_pixels(x * trigger.std + trigger.mean)[0].clamp(0, 1).cpu()
+            _show_image(axes[1], pixels.permute(1, 2, 0).numpy(), "an input with the trigger")
     return path
 
 
@@ -61,9 +79,15 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], baseline: dict[str, Any], path
     for `fair_metric`; rows also ``lam`` and ``significant`` (the paired
     interval of the gap's change lies below 0), drawn filled.
     """
-    plt = _pyplot()
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    with _figure(path) as (fig, axes):
+        _tradeoff_axes(fig, axes[0], rows, baseline, fair_metric, title)
+    return path
+
+
+def _tradeoff_axes(fig: Any, ax: Any, rows: Sequence[dict[str, Any]], baseline: dict[str, Any],
+                   fair_metric: str, title: str | None) -> None:
+    """Draw the trade-off of `plot_tradeoff` on `ax`."""
 
     def err(r: dict[str, Any], k: str) -> list[list[float]]:
         return [[max(0.0, r[k] - r[f"{k}_lo"])], [max(0.0, r[f"{k}_hi"] - r[k])]]
@@ -93,28 +117,13 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], baseline: dict[str, Any], path
     ax.plot([], [], "o", color="tab:blue", label=f"with trigger, per λ (filled: {fair_metric} reduced,\npaired 95% CI of the change below 0)")
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def save_trigger_grid(triggers: Sequence[Trigger], titles: Sequence[str], path: str | Path) -> Path:
     """Several triggers side by side (e.g. one per λ of a sweep) in one PNG."""
-    plt = _pyplot()
     path = Path(path)
-    n = max(1, len(triggers))
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
-    for ax, t, title in zip(axes[0], triggers, titles):
-        ax.imshow(trigger_image(t), interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.suptitle("fairness triggers (value v shown as (v+1)/2)", fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    with _figure(path, panels=max(1, len(triggers)), size=(2.6, 2.9)) as (fig, axes):
+        for ax, t, title in zip(axes, triggers, titles):
+            _show_image(ax, trigger_image(t), title)
+        fig.suptitle("fairness triggers (value v shown as (v+1)/2)", fontsize=9)
     return path

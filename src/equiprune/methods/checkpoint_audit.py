@@ -1,0 +1,107 @@
+"""Auditing a bare checkpoint: give it a run folder, then audit that folder like any other.
+
+`equiprune audit --checkpoint model.pt --data NAME --out DIR` has no run
+folder to read the data settings from, so ``checkpoint_run`` writes one:
+config.json (kind ``audit``, the checkpoint path and digest, the data
+settings, the architecture) and a byte-for-byte copy of the checkpoint as
+model.pt. `audit_run` then does the audit unchanged, and the folder is an
+ordinary run folder for `equiprune report`, `compare` and every `--run` verb.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from ..data import DataConfig, load_splits
+from ..engine import RunDir, on_main
+from .audit import AuditError
+from .runs import load_model_file
+
+__all__ = ["checkpoint_run"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def _resolve_image_size(arch: dict[str, Any], extra: dict[str, Any], image_size: int | None,
+                        checkpoint: Path) -> int:
+    """The checkpoint's recorded input size, or `image_size` when given (a trigger fixes the size)."""
+    recorded = int(arch["image_size"])
+    if image_size is None or int(image_size) == recorded:
+        return recorded
+    trigger = extra.get("reprogram")
+    if trigger and int(trigger.get("image_size", recorded)) != int(image_size):
+        raise AuditError(f"{checkpoint} is reprogrammed with a trigger for {trigger['image_size']} px images; "
+                         f"it cannot be audited at {image_size} px (leave out --image-size).")
+    return int(image_size)
+
+
+def _check_classes(arch: dict[str, Any], extra: dict[str, Any], splits: Any, data: DataConfig,
+                   checkpoint: Path) -> list[str]:
+    """Raise AuditError when the output count differs from the class count; notes on other class names."""
+    n_model, n_data = int(arch["num_classes"]), int(splits.num_classes)
+    if n_model != n_data:
+        hint = " (is --label-level the one it was trained with?)" if data.name == "fitzpatrick17k" else ""
+        raise AuditError(
+            f"{checkpoint} predicts {n_model} classes but {data.name} has {n_data} "
+            f"({', '.join(map(str, splits.classes[:8]))}{', ...' if n_data > 8 else ''}){hint}; audit a "
+            "checkpoint on the dataset (and label coding) it was trained for.")
+    saved = [str(c) for c in extra.get("classes") or []]
+    if saved and saved != [str(c) for c in splits.classes]:
+        return [f"the checkpoint's class names ({', '.join(saved)}) differ from the dataset's "
+                f"({', '.join(map(str, splits.classes))}); outputs are matched to classes by position."]
+    return []
+
+
+def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
+                   image_size: int | None = None) -> RunDir:
+    """Make `out` the run folder of `checkpoint` on `data`, ready for `audit_run`.
+
+    Args:
+        checkpoint: a model.pt written by equiprune (`save_checkpoint` / `save_run_model`).
+        data: the dataset to audit on. Its ``image_size`` is replaced by the
+            checkpoint's recorded input size, or by `image_size` when given
+            (models with adaptive pooling accept other sizes).
+        out: new run folder (running again with the same checkpoint and data
+            re-uses it; other ones are an error).
+        image_size: audit at this input size instead of the recorded one.
+
+    Raises AuditError when the checkpoint's class count differs from the
+    dataset's, or `out` is the folder holding the checkpoint; nothing is
+    written then.
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise AuditError(f"checkpoint {checkpoint} does not exist; give the model.pt of a run folder "
+                         "(or audit the folder itself with --run).")
+    out = Path(out)
+    if (out / RunDir.MODEL).resolve() == checkpoint.resolve():
+        raise AuditError(f"--out {out} is the folder holding the checkpoint; audit that run folder with "
+                         f"`equiprune audit --run {out}`, or give a new --out folder.")
+    _, arch, extra = load_model_file(checkpoint)  # fails early, with the loader's message, on a bad file
+    data = replace(data, image_size=_resolve_image_size(arch, extra, image_size, checkpoint))
+    notes = _check_classes(arch, extra, load_splits(data), data, checkpoint)
+
+    rd = RunDir(out)
+    config = {"kind": "audit", "checkpoint": str(checkpoint.resolve()), "data": asdict(data), "arch": dict(arch),
+              # in settings, so `equiprune report` tells audits of different checkpoints apart
+              "settings": {"checkpoint_sha256": _sha256(checkpoint), "image_size": data.image_size}}
+    rd.check_or_write_config(config, keys=["kind", "data", "arch", "settings"])
+    on_main(_copy_atomic, checkpoint, rd.model_path)
+    for note in notes:
+        rd.log(f"note: {note}")
+    return rd
