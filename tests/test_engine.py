@@ -113,3 +113,11 @@ def test_nhwc_inference_restores_layout_and_changes_no_prediction():
     with nhwc_inference(model):
         pass
     assert not model.features[0].weight.is_contiguous()
+    # converted inside inference mode (as `predict` does), the model must still train
+    model.to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        with nhwc_inference(model) as layout:
+            model(to_layout(x, layout))
+    model.train()
+    model(x).sum().backward()
+    assert model.features[0].weight.grad is not None

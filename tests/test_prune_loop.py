@@ -129,3 +129,32 @@ def test_scp_run_folder_gets_iteration_and_score_plots(tmp_path, splits32):
     assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     snnl = json.loads((rd.path / "metrics.json").read_text())["snnl_scores"]
     assert len(snnl["before"]) == 64 and len(snnl["after"]) == 64 - 4 * res.loop.best_iter
+
+
+def test_scp_scores_each_model_once_and_reuses_known_scores(tmp_path, splits32, monkeypatch):
+    import equiprune.methods.scp as scp_mod
+    from equiprune.scoring import ScoringError
+
+    calls = []
+    real = scp_mod.snnl_fair_scores
+
+    def counting(model, layer, *a, **k):
+        calls.append(layer)
+        return real(model, layer, *a, **k)
+
+    monkeypatch.setattr(scp_mod, "snnl_fair_scores", counting)
+    cfg = SCPConfig(scorer="snnl", n=4, max_iters=2, th_acc=1.0, th_fair=-1.0, finetune=_ft(0),
+                    score_batch_size=32, progress=False)
+    res = run_scp(_model(), splits32, cfg, run_dir=tmp_path / "a", arch=ARCH)
+    # before (= iteration 1), iteration 2, after: three passes, not four
+    assert len(calls) == 3
+    assert set(res.loop.removed[0]) == set(np.argsort(res.scores_before, kind="stable")[:4].tolist())
+    calls.clear()
+    again = run_scp(_model(), splits32, cfg, run_dir=tmp_path / "a", arch=ARCH)  # finished: nothing to score
+    assert calls == [] and np.array_equal(again.scores_after, res.scores_after)
+    # a control given the baseline's scores scores only the final model
+    ctl = SCPConfig(**{**cfg.__dict__, "scorer": "random"})
+    out = run_scp(_model(), splits32, ctl, arch=ARCH, scores_before=res.scores_before)
+    assert len(calls) == 1 and np.array_equal(out.scores_before, res.scores_before)
+    with pytest.raises(ScoringError, match="output channels"):
+        run_scp(_model(), splits32, ctl, arch=ARCH, scores_before=res.scores_before[:10])

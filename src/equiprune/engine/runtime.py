@@ -81,14 +81,17 @@ def nhwc_inference(model: torch.nn.Module) -> Iterator[torch.memory_format]:
         yield torch.channels_last if convs else torch.contiguous_format
         return
     try:
-        model.to(memory_format=torch.channels_last)
+        # Outside inference mode: parameters made inside it could never be trained again.
+        with torch.inference_mode(False):
+            model.to(memory_format=torch.channels_last)
     except (RuntimeError, TypeError):  # a module whose parameters cannot change layout: run as it is
         yield torch.contiguous_format
         return
     try:
         yield torch.channels_last
     finally:
-        model.to(memory_format=torch.contiguous_format)
+        with torch.inference_mode(False):
+            model.to(memory_format=torch.contiguous_format)
 
 
 def to_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:

@@ -19,7 +19,8 @@ import numpy as np
 from torch import nn
 
 from ..engine import RunDir
-from ..scoring import l1_channel_scores, random_channel_scores, snnl_fair_scores
+from ..scoring import ScoringError, l1_channel_scores, random_channel_scores, snnl_fair_scores
+from ..surgery import layer_out_channels
 from .prune_loop import LoopConfig, LoopResult, ScoreFn, run_prune_loop
 
 SCORERS = ("snnl", "random", "l1", "none")
@@ -83,12 +84,14 @@ def make_score_fn(splits: Any, cfg: SCPConfig) -> ScoreFn | None:
 
 
 def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path | RunDir | None = None,
-            arch: dict[str, Any] | None = None) -> SCPResult:
+            arch: dict[str, Any] | None = None, scores_before: np.ndarray | None = None) -> SCPResult:
     """Sensitive Channel Pruning (or a control, by `cfg.scorer`) of `model`.
 
     The FATE baseline is `model` as given: SCP on top of another method's
     checkpoint is measured against that checkpoint. With `run_dir`, every
-    iteration is saved and an interrupted run resumes.
+    iteration is saved and an interrupted run resumes. `scores_before`, the
+    SNNL-Fair scores of `model`'s layer if already known (the controls of one
+    baseline share them), saves one pass over the scoring data.
     """
     cfg.validate()
     score_fn = make_score_fn(splits, cfg)
@@ -96,29 +99,42 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
     snnl_cfg = SCPConfig(**{**asdict(cfg), "scorer": "snnl"})
     snnl_cfg.finetune = cfg.finetune
     snnl = make_score_fn(splits, snnl_cfg)
-    layer = cfg.layer or None
-    before = None
-    if snnl is not None:
-        from ..models import last_conv_name
-        layer = layer or last_conv_name(model)
+    from ..models import last_conv_name
+    layer = cfg.layer or last_conv_name(model)
+    stored = (rd.read_metrics().get("snnl_scores") if rd is not None else None) or {}
+    if stored.get("layer") != layer or stored.get("variant") != cfg.variant:
+        stored = {}  # written only when a run finishes, so present = this run is done
+    before = np.asarray(stored["before"]) if stored else scores_before
+    if before is None:
         before = np.asarray(snnl(model, layer, 0))
+    before = np.asarray(before, dtype=np.float64)
+    if before.shape != (layer_out_channels(model, layer),):
+        raise ScoringError(f"scores_before has shape {before.shape}, but {layer} has "
+                           f"{layer_out_channels(model, layer)} output channels")
+    if cfg.scorer == "snnl" and score_fn is not None:
+        # Iteration 1 scores the start model, which `before` already did.
+        later = score_fn
+        score_fn = lambda m, name, it: before if it == 1 else later(m, name, it)  # noqa: E731
     loop = run_prune_loop(model, splits, cfg, score_fn, run_dir=rd, arch=arch)
-    after = np.asarray(snnl(loop.model, loop.layer, -1)) if snnl is not None else None
-    if rd is not None and before is not None:
-        rd.set_section("snnl_scores", {"layer": loop.layer, "before": before.tolist(),
-                                       "after": after.tolist() if after is not None else None,
+    after = np.asarray(stored["after"] if stored.get("after") is not None else snnl(loop.model, loop.layer, -1))
+    if rd is not None:
+        rd.set_section("snnl_scores", {"layer": loop.layer, "before": before.tolist(), "after": after.tolist(),
                                        "variant": cfg.variant})
     return SCPResult(loop=loop, config=cfg, scores_before=before, scores_after=after)
 
 
-def scp_from_run(parent_path: str | Path, cfg: SCPConfig, out: str | Path) -> SCPResult:
-    """`equiprune prune scp`: SCP (or a control) of the model in a run folder, into a new run folder."""
+def scp_from_run(parent_path: str | Path, cfg: SCPConfig, out: str | Path,
+                 scores_before: np.ndarray | None = None) -> SCPResult:
+    """`equiprune prune scp`: SCP (or a control) of the model in a run folder, into a new run folder.
+
+    `scores_before`: the parent's SNNL-Fair scores of the layer, if known (see `run_scp`).
+    """
     from .runs import save_run_model, start_child_run
 
     parent, rd = start_child_run(parent_path, out, kind=f"scp-{cfg.scorer}", settings=cfg,
                                  method=SCORER_LABELS[cfg.scorer])
     splits = parent.splits()
-    result = run_scp(parent.model, splits, cfg, run_dir=rd, arch=parent.arch)
+    result = run_scp(parent.model, splits, cfg, run_dir=rd, arch=parent.arch, scores_before=scores_before)
     save_run_model(rd, result.model, parent.arch, {
         **parent.extra, "surgery": cfg.surgery, "layer": result.loop.layer, "best_iter": result.loop.best_iter,
         "channels_removed": result.loop.channels_removed})

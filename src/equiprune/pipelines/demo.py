@@ -129,13 +129,15 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     ft = default_finetune()
     ft.epochs, ft.optimizer, ft.lr = cfg.finetune_epochs, "adam", 1e-4
     heads: list[HeadToHead] = []
+    before = None
     for seed in cfg.seeds:
         paths: dict[str, Path] = {}
         for scorer in ("snnl", *cfg.controls):
             path = out / f"{'scp' if scorer == 'snnl' else scorer}-seed{seed}"
             scp = SCPConfig(scorer=scorer, ratio=cfg.ratio, max_iters=cfg.max_iters, th_acc=0.05, th_fair=-1.0,
                             finetune=ft, seed=seed, progress=cfg.progress)
-            scp_from_run(base, scp, path)
+            # Every run starts from the same baseline, so its SNNL-Fair scores are computed once.
+            before = scp_from_run(base, scp, path, scores_before=before).scores_before
             save_prune_plots(path)
             audit_and_report(path, audit_cfg)
             runs.setdefault(scorer, []).append(path)
