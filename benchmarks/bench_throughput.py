@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 
 from equiprune.data import DataConfig, SynthDermConfig, load_splits
-from equiprune.engine import make_loader
+from equiprune.engine import TrainConfig, make_loader
 from equiprune.models import build_model
 
 
-def _steps(model, opt, batches) -> int:
+def _steps(model, opt, batches, layout) -> int:
     n = 0
     for x, y in batches:
+        x = x.contiguous(memory_format=layout)  # what `fit` does with every batch
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -46,19 +47,23 @@ def main() -> None:
                                     synthderm=SynthDermConfig(n=6000), progress=False))
     torch.manual_seed(0)
     model = build_model(args.model, splits.num_classes, args.width, args.image_size).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    # The layout and optimizer of `fit`'s defaults, on both sides.
+    tc = TrainConfig()
+    layout = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     loader = make_loader(splits.train, args.batch_size, shuffle=True, drop_last=True,
                          generator=torch.Generator().manual_seed(0))
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     y = torch.randint(0, splits.num_classes, (args.batch_size,))
-    _steps(model, opt, [(x, y)] * 3)  # warm-up
+    _steps(model, opt, [(x, y)] * 3, layout)  # warm-up
 
     def real():
         it = iter(loader)
-        return _steps(model, opt, ((b[0], b[1]) for _, b in zip(range(args.steps), it)))
+        return _steps(model, opt, ((b[0], b[1]) for _, b in zip(range(args.steps), it)), layout)
 
     def bare():
-        return _steps(model, opt, [(x, y)] * args.steps)
+        return _steps(model, opt, [(x, y)] * args.steps, layout)
 
     rates = {"real": [], "bare": []}
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
@@ -70,7 +75,7 @@ def main() -> None:
     result = {
         "model": args.model, "width": args.width, "image_size": args.image_size, "batch_size": args.batch_size,
         "images_per_s_real_loader": best["real"], "images_per_s_in_memory": best["bare"],
-        "ratio": best["real"] / best["bare"], "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "ratio": best["real"] / best["bare"], "layout": str(layout), "optimizer": "adam", "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
     }
     out = Path(__file__).parent / "results" / "throughput.json"

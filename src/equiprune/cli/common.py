@@ -15,7 +15,7 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int, prefix: str = "
     p = f"--{prefix}"
     g.add_argument(f"{p}epochs", type=int, default=epochs, help=f"passes over the training split (default {epochs})")
     g.add_argument(f"{p}batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    g.add_argument(f"{p}lr", type=float, default=None, help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
+    g.add_argument(f"{p}lr", type=float, default=None, help="learning rate (default 5e-4 for adam, 0.05 for sgd)")
     g.add_argument(f"{p}optimizer", choices=["sgd", "adam"], default=d.optimizer,
                    help="adam (default) or sgd (momentum 0.9, Nesterov)")
     g.add_argument(f"{p}schedule", choices=["cosine", "step", "none"], default=d.schedule,
@@ -29,7 +29,7 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int, prefix: str = "
 
 def train_config_from_args(args: argparse.Namespace, prefix: str = "", seed: int = 0,
                            device: str = "auto", progress: bool = True,
-                           default_lr: tuple[float, float] = (0.05, 1e-3)) -> TrainConfig:
+                           default_lr: tuple[float, float] = (0.05, 5e-4)) -> TrainConfig:
     """TrainConfig from the options added by `add_train_args`.
 
     `default_lr` is (sgd, adam) for when --lr is not given; fine-tuning passes

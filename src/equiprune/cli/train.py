@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--width", type=float, default=0.25,
                    help="channel-width multiplier; 1.0 = torchvision's size, 0.25 suits CPUs (default 0.25)")
     add_data_args(p)
-    add_train_args(p, epochs=6)
+    add_train_args(p, epochs=5)
     add_runtime_args(p)
     p.set_defaults(func=run)
 

@@ -120,7 +120,7 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     data = DataConfig(name="synthderm", image_size=cfg.image_size, seed=0, progress=cfg.progress,
                       val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                       synthderm=SynthDermConfig(n=cfg.n))
-    train_cfg = TrainConfig(epochs=cfg.epochs, optimizer="adam", lr=1e-3, schedule="cosine", progress=cfg.progress)
+    train_cfg = TrainConfig(epochs=cfg.epochs, optimizer="adam", lr=5e-4, schedule="cosine", progress=cfg.progress)
     base = out / "baseline"
     train_from_config(data, ModelConfig(cfg.model, cfg.width), train_cfg, base)
     audit_cfg = AuditConfig(n_boot=cfg.n_boot)
