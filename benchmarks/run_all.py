@@ -1,6 +1,7 @@
 """Run every benchmark in turn (`make bench`); each writes its JSON/CSV into benchmarks/results/.
 
-The quick ones run by default; `--all` adds the long comparison table (20+ minutes on 2 cores).
+The quick ones run by default; `--all` adds the long ones: the comparison table (20+ minutes on
+2 cores) and the demo over three seeds (about 10 minutes).
 """
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 QUICK = ["bench_throughput.py", "bench_pruned_latency.py", "bench_snnl.py"]
-LONG = ["bench_table.py"]
+LONG = ["bench_table.py", "bench_demo.py"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--all", action="store_true", help="also run the multi-seed comparison table")
+    ap.add_argument("--all", action="store_true", help="also run the multi-seed comparison table and demo")
     args = ap.parse_args()
     failed = []
     for script in QUICK + (LONG if args.all else []):
