@@ -33,7 +33,8 @@ def test_demo_writes_runs_report_and_findings(toy_demo):
     assert res.findings[0].startswith("SCP against vanilla")
     assert any("cannot rank" in f for f in res.findings)  # one seed: the page says so
     kept = json.loads((out / "scp-seed0" / "metrics.json").read_text())["selection"]["best_iter"]
-    assert f"SCP {kept};" in res.findings[-1]
+    assert f"SCP {kept};" in res.findings[-2]
+    assert res.findings[-1].startswith("Premise check of the baseline:") and "separate the groups" in res.findings[-1]
     page = res.report.read_text()
     assert "Head to head" in page and "SCP vs random channels" in page
     assert len(res.scp_improves) == 1

@@ -26,7 +26,7 @@ from conftest import TinyGroupDataset, TinySplits
 from equiprune.engine import RunDir, RunError, TrainConfig, evaluate, fit, predict
 from equiprune.engine.distributed import (DistributedError, DistributedWeightedSampler, init_distributed,
                                           round_robin_batches)
-from equiprune.scoring import snnl_fair_scores
+from equiprune.scoring import snnl_fair_scores, snnl_null_check
 
 WORLD = 2
 SPAWN_TIMEOUT = 150  # seconds; the machine is shared, so generous
@@ -106,6 +106,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     res["snnl_paper"] = snnl_fair_scores(model, LAYER, splits.train, variant="paper", batch_size=16,
                                          progress=False)
     res["snnl_one_batch"] = snnl_fair_scores(model, LAYER, splits.train, batch_size=100, progress=False)
+    res["snnl_null"] = snnl_null_check(model, LAYER, splits.train, batch_size=16, progress=False, draws=3,
+                                       seed=5).null_scores
 
     res["gathered"] = gather_concat(np.full(rank + 1, rank, dtype=np.int64))
     outside = nn.Parameter(torch.zeros(2))  # a trained tensor outside the DDP model
@@ -200,6 +202,11 @@ def test_distributed_snnl_equals_single_process(spawned):
         assert single.shape == (12,)
         np.testing.assert_allclose(r0[key], single, rtol=1e-6, atol=1e-6)  # float32 sums; ranks use other thread counts
         assert np.array_equal(r0[key], r1[key]), "ranks must hold bit-identical scores to cut the same channels"
+    # shuffled-group scorings: the permutation belongs to the batch, not to the rank
+    null = snnl_null_check(model, LAYER, train, batch_size=16, progress=False, draws=3, seed=5).null_scores
+    assert null.shape == (3, 12)
+    np.testing.assert_allclose(r0["snnl_null"], null, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(r0["snnl_null"], r1["snnl_null"])
 
 
 def test_collectives_and_errors_reach_every_rank(spawned):

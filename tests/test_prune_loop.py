@@ -142,12 +142,23 @@ def test_scp_scores_each_model_once_and_reuses_known_scores(tmp_path, splits32, 
         calls.append(layer)
         return real(model, layer, *a, **k)
 
+    real_null = scp_mod.snnl_null_check
+
+    def counting_null(model, layer, *a, **k):
+        calls.append("null:" + layer)
+        return real_null(model, layer, *a, **k)
+
     monkeypatch.setattr(scp_mod, "snnl_fair_scores", counting)
+    monkeypatch.setattr(scp_mod, "snnl_null_check", counting_null)
     cfg = SCPConfig(scorer="snnl", n=4, max_iters=2, th_acc=1.0, th_fair=-1.0, finetune=_ft(0),
                     score_batch_size=32, progress=False)
     res = run_scp(_model(), splits32, cfg, run_dir=tmp_path / "a", arch=ARCH)
-    # before (= iteration 1), iteration 2, after: three passes, not four
-    assert len(calls) == 3
+    # before (= iteration 1, with the shuffled-group premise check in the same pass), iteration 2, after:
+    # three passes, not four
+    assert len(calls) == 3 and calls[0].startswith("null:")
+    import json
+    null = json.loads((tmp_path / "a" / "metrics.json").read_text())["snnl_scores"]["null"]
+    assert len(null["null_scores"]) == cfg.null_draws and "channels of" in null["sentence"]
     assert set(res.loop.removed[0]) == set(np.argsort(res.scores_before, kind="stable")[:4].tolist())
     calls.clear()
     again = run_scp(_model(), splits32, cfg, run_dir=tmp_path / "a", arch=ARCH)  # finished: nothing to score

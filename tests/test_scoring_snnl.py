@@ -251,3 +251,41 @@ def test_random_scores_reproducible():
     a, b, c = random_channel_scores(16, 1), random_channel_scores(16, 1), random_channel_scores(16, 2)
     assert a.shape == (16,) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert a.min() >= 0 and a.max() < 1
+
+
+# --- premise check: scores against shuffled groups ---
+
+class _PatternDataset(Dataset):
+    """8 noise channels; channel 0 alone carries a group-specific spatial pattern."""
+
+    def __init__(self, n: int = 256, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.groups = torch.randint(0, 2, (n,), generator=g)
+        self.images = torch.randn(n, 8, 4, 4, generator=g)
+        patterns = torch.randn(2, 4, 4, generator=g) * 3
+        self.images[:, 0] += patterns[self.groups]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int):
+        return self.images[i], 0, int(self.groups[i]), i
+
+
+def test_null_check_finds_the_group_channel_and_keeps_the_real_scores():
+    from equiprune.scoring import snnl_null_check
+
+    model, data = nn.Sequential(nn.Identity()), _PatternDataset()
+    check = snnl_null_check(model, "0", data, batch_size=64, progress=False, draws=6, quantile=0.05)
+    plain = snnl_fair_scores(model, "0", data, batch_size=64, progress=False)
+    np.testing.assert_array_equal(check.scores, plain)
+    assert check.null_scores.shape == (6, 8)
+    assert check.scores[0] < check.threshold < check.scores[0] + 1  # the pattern channel is beyond chance
+    assert 1 <= check.separating <= 3 and check.expected == pytest.approx(0.4)
+    # shuffled groups score near the real noise channels, far above the pattern channel
+    assert abs(check.null_scores.mean() - check.scores[1:].mean()) < 0.02
+    again = snnl_null_check(model, "0", data, batch_size=64, progress=False, draws=6, quantile=0.05)
+    np.testing.assert_array_equal(again.null_scores, check.null_scores)
+    assert "1 of 8" in check.sentence("0") or f"{check.separating} of 8" in check.sentence("0")
+    with pytest.raises(ScoringError, match="draws"):
+        snnl_null_check(model, "0", data, batch_size=64, progress=False, draws=0)

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="snnl (SCP), or a control: random, l1 (magnitude), none (fine-tune only)")
     g.add_argument("--surgery", choices=["remove", "mask"], default="remove",
                    help="remove channels physically (default) or mask weights as the published code does")
+    g.add_argument("--null-draws", type=int, default=4,
+                   help="premise check: also score the start model with the groups shuffled this many times, "
+                        "to count the channels that separate the groups beyond chance (default 4; 0: off)")
     add_train_args(p, epochs=2, prefix="finetune-", title="fine-tuning after each cut")
     add_runtime_args(p)
     p.set_defaults(func=run)
@@ -52,11 +55,14 @@ def run(args: argparse.Namespace) -> int:
                                 progress=not args.quiet, default_lr=FINETUNE_LR)
     cfg = SCPConfig(layer=args.layer, ratio=args.ratio, n=args.n, max_iters=args.max_iters, th_acc=args.th_acc,
                     th_fair=args.th_fair, fair_metric=args.fair_metric, surgery=args.surgery, finetune=ft,
-                    seed=args.seed, progress=not args.quiet, scorer=args.scorer, variant=args.variant)
+                    seed=args.seed, progress=not args.quiet, scorer=args.scorer, variant=args.variant,
+                    null_draws=args.null_draws)
     result = scp_from_run(args.run, cfg, args.out)
     from ..report.prune_plots import save_prune_plots
     save_prune_plots(args.out)
     loop = result.loop
+    if result.null:
+        print(f"premise check: {result.null['sentence']}")
     print(f"kept iteration {loop.best_iter}: {loop.channels_removed} channels cut from {loop.layer} "
           f"({loop.stop_reason})")
     done("run folder", args.out)

@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from ..engine import RunDir
-from ..scoring import ScoringError, l1_channel_scores, random_channel_scores, snnl_fair_scores
+from ..scoring import ScoringError, l1_channel_scores, random_channel_scores, snnl_fair_scores, snnl_null_check
 from ..surgery import layer_out_channels
 from .prune_loop import LoopConfig, LoopResult, ScoreFn, run_prune_loop
 
@@ -37,6 +37,7 @@ class SCPConfig(LoopConfig):
     temperature: float = 1.0        # paper variant only
     score_split: str = "train"      # which split (with the test transform) the scores are computed on
     score_batch_size: int = 128     # the reference batching: fixed order, last partial batch dropped
+    null_draws: int = 4             # premise check: re-score the start model with shuffled groups (0: off)
 
     def validate(self) -> None:
         super().validate()
@@ -44,6 +45,8 @@ class SCPConfig(LoopConfig):
             raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}")
         if self.variant not in ("reference", "paper"):
             raise ValueError(f"variant must be 'reference' or 'paper', got {self.variant!r}")
+        if self.null_draws < 0:
+            raise ValueError(f"null_draws must be >= 0 (0 turns the premise check off), got {self.null_draws}")
         if self.score_split not in ("train", "val"):
             raise ValueError(f"score_split must be 'train' or 'val', got {self.score_split!r}")
 
@@ -56,6 +59,7 @@ class SCPResult:
     config: SCPConfig
     scores_before: np.ndarray | None
     scores_after: np.ndarray | None
+    null: dict[str, Any] | None = None  # the premise check (`snnl_null_check`) of the start model
 
     @property
     def model(self) -> nn.Module:
@@ -105,7 +109,16 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
     if stored.get("layer") != layer or stored.get("variant") != cfg.variant:
         stored = {}  # written only when a run finishes, so present = this run is done
     before = np.asarray(stored["before"]) if stored else scores_before
-    if before is None:
+    null = stored.get("null")
+    if before is None and cfg.null_draws > 0:
+        # The same forward pass also scores shuffled groups: does any channel separate them beyond chance?
+        check = snnl_null_check(model, layer, scoring_dataset(splits, cfg.score_split), variant=cfg.variant,
+                                batch_size=cfg.score_batch_size, temperature=cfg.temperature,
+                                progress=cfg.progress, draws=cfg.null_draws, seed=cfg.seed)
+        before, null = check.scores, {**check.to_dict(), "sentence": check.sentence(layer)}
+        if rd is not None:
+            rd.log(f"premise check: {null['sentence']}", echo=cfg.progress)
+    elif before is None:
         before = np.asarray(snnl(model, layer, 0))
     before = np.asarray(before, dtype=np.float64)
     if before.shape != (layer_out_channels(model, layer),):
@@ -119,8 +132,8 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
     after = np.asarray(stored["after"] if stored.get("after") is not None else snnl(loop.model, loop.layer, -1))
     if rd is not None:
         rd.set_section("snnl_scores", {"layer": loop.layer, "before": before.tolist(), "after": after.tolist(),
-                                       "variant": cfg.variant})
-    return SCPResult(loop=loop, config=cfg, scores_before=before, scores_after=after)
+                                       "variant": cfg.variant, "null": null})
+    return SCPResult(loop=loop, config=cfg, scores_before=before, scores_after=after, null=null)
 
 
 def scp_from_run(parent_path: str | Path, cfg: SCPConfig, out: str | Path,

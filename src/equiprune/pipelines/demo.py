@@ -139,7 +139,7 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     ft = default_finetune()
     ft.epochs, ft.optimizer, ft.lr = cfg.finetune_epochs, "adam", 1e-4
     heads: list[HeadToHead] = []
-    before = None
+    before, premise = None, None
     for seed in cfg.seeds:
         paths: dict[str, Path] = {}
         for scorer in ("snnl", *cfg.controls):
@@ -147,7 +147,10 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
             scp = SCPConfig(scorer=scorer, ratio=cfg.ratio, max_iters=cfg.max_iters, th_acc=0.05, th_fair=-1.0,
                             finetune=ft, seed=seed, progress=cfg.progress)
             # Every run starts from the same baseline, so its SNNL-Fair scores are computed once.
-            before = scp_from_run(base, scp, path, scores_before=before).scores_before
+            result = scp_from_run(base, scp, path, scores_before=before)
+            before = result.scores_before
+            if result.null:
+                premise = f"Premise check of the baseline: {result.null['sentence']}."
             save_prune_plots(path)
             audit_and_report(path, audit_cfg)
             runs.setdefault(scorer, []).append(path)
@@ -155,7 +158,7 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
         for other, other_path in [("vanilla", base)] + [(LABELS.get(c, c), paths[c]) for c in cfg.controls]:
             pb = paired_runs(other_path, paths["snnl"], audit_cfg)
             heads.append(HeadToHead(seed=seed, other=other, eodd=pb["eodd"], f1=pb["f1"]))
-    findings = _findings(heads, cfg.seeds) + [_selection_finding(runs)]
+    findings = _findings(heads, cfg.seeds) + [_selection_finding(runs)] + ([premise] if premise else [])
     write_json(out / "findings.json", {"findings": findings,
                                        "head_to_head": [{"seed": h.seed, "other": h.other, "eodd": asdict(h.eodd),
                                                          "f1": asdict(h.f1)} for h in heads]})

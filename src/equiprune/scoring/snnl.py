@@ -46,6 +46,7 @@ order) and therefore cuts the same channels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -220,6 +221,64 @@ def snnl_fair_scores(model: nn.Module, layer: str, dataset: Dataset, variant: Va
     batches are shared round-robin between the ranks and the sums and counts
     all-reduced, and every rank returns the same scores.
     """
+    return _stream_scores(model, layer, dataset, variant, batch_size, drop_last, device, progress,
+                          temperature, null_draws=0, seed=0)[0]
+
+
+@dataclass
+class SNNLNullCheck:
+    """SNNL-Fair scores of a layer next to the same scores with the groups shuffled.
+
+    The premise of Sensitive Channel Pruning is that some channels separate the
+    groups. Scoring every batch again with its group labels permuted (same group
+    sizes, no group structure) gives what a channel scores by chance;
+    `separating` counts the channels scoring below the `quantile` of those chance
+    scores (pooled over channels and draws), and `expected` is how many would by
+    chance alone.
+    """
+
+    scores: np.ndarray          # [K] the real scores (what `snnl_fair_scores` returns)
+    null_scores: np.ndarray     # [draws, K] scores with permuted groups
+    quantile: float
+    threshold: float            # the `quantile` of the pooled null scores
+    separating: int             # channels with a real score below `threshold`
+    expected: float             # quantile * K
+
+    def to_dict(self) -> dict[str, object]:
+        return {"null_scores": self.null_scores.tolist(), "quantile": self.quantile, "threshold": self.threshold,
+                "separating": self.separating, "expected": self.expected}
+
+    def sentence(self, layer: str) -> str:
+        k = len(self.scores)
+        return (f"{self.separating} of {k} channels of {layer} separate the groups beyond chance (SNNL-Fair below "
+                f"the {100 * self.quantile:g}th percentile of {len(self.null_scores)} shuffled-group scorings; "
+                f"{self.expected:.1f} expected by chance)")
+
+
+def snnl_null_check(model: nn.Module, layer: str, dataset: Dataset, variant: Variant = "reference",
+                    batch_size: int = 128, drop_last: bool = True, device: torch.device | str | None = None,
+                    progress: bool = True, temperature: float = 1.0, draws: int = 4, seed: int = 0,
+                    quantile: float = 0.01) -> SNNLNullCheck:
+    """`snnl_fair_scores` plus `draws` scorings with each batch's groups permuted, in one forward pass.
+
+    The permutation of a batch depends on `seed` and the batch's first item only,
+    so the result is the same under torchrun as in one process.
+    """
+    if draws < 1:
+        raise ScoringError(f"draws must be at least 1, got {draws}")
+    if not 0.0 < quantile < 1.0:
+        raise ScoringError(f"quantile must be in (0, 1), got {quantile}")
+    scores, null = _stream_scores(model, layer, dataset, variant, batch_size, drop_last, device, progress,
+                                  temperature, null_draws=draws, seed=seed)
+    threshold = float(np.quantile(null, quantile))
+    return SNNLNullCheck(scores=scores, null_scores=null, quantile=quantile, threshold=threshold,
+                         separating=int((scores < threshold).sum()), expected=quantile * len(scores))
+
+
+def _stream_scores(model: nn.Module, layer: str, dataset: Dataset, variant: Variant, batch_size: int,
+                   drop_last: bool, device: torch.device | str | None, progress: bool, temperature: float,
+                   null_draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over batches of the real scores [K] and of `null_draws` permuted-group scores [draws, K]."""
     if batch_size < 2:
         raise ScoringError(f"batch_size must be at least 2, got {batch_size}")
     n = len(dataset)  # type: ignore[arg-type]
@@ -241,33 +300,42 @@ def snnl_fair_scores(model: nn.Module, layer: str, dataset: Dataset, variant: Va
     loader = DataLoader(dataset, batch_sampler=batches_here, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
-    total: Tensor | None = None
+    total: Tensor | None = None  # [1 + null_draws, K]
     batches = 0
+    features = extract_features(model, layer, loader, device=device)
     try:
         with torch.inference_mode():
-            stream = extract_features(model, layer, loader, device=device)
+            stream = features
             if progress_enabled(progress):
                 from tqdm.auto import tqdm
                 stream = tqdm(stream, total=len(loader), desc=f"SNNL {layer}", leave=False)
-            for feats, _labels, groups in stream:
+            for (feats, _labels, groups), items in zip(stream, batches_here):
                 # Skipped, as undefined: a batch of one sample (a drop_last=False tail), and
                 # for the paper variant a batch where no sample shares its group.
                 if feats.shape[0] < 2 or (variant == "paper" and not _any_peer(groups)):
                     continue
-                scores = snnl_fair_batch(feats, groups, variant=variant, temperature=temperature)
-                scores = scores.to(torch.float64)
+                rows = [snnl_fair_batch(feats, groups, variant=variant, temperature=temperature)]
+                if null_draws:
+                    gen = torch.Generator().manual_seed(seed * 1_000_003 + items[0])
+                    for _ in range(null_draws):
+                        perm = torch.randperm(len(groups), generator=gen).to(groups.device)
+                        rows.append(snnl_fair_batch(feats, groups[perm], variant=variant, temperature=temperature))
+                scores = torch.stack(rows).to(torch.float64)
                 total = scores if total is None else total + scores
                 batches += 1
     finally:
+        features.close()  # its own clean-up (hook removal, train/eval mode) must run before ours
         model.train(was_training)
     if is_distributed():
-        # A rank may have scored no batch (fewer batches than ranks): it learns the channel count here.
-        k = int(all_reduce_max(torch.tensor([0 if total is None else total.numel()]))[0])
-        local = total.cpu() if total is not None else torch.zeros(k, dtype=torch.float64)
-        total = all_reduce_sum(torch.cat([local, torch.tensor([float(batches)], dtype=torch.float64)]))
-        total, batches = total[:-1], int(total[-1])
+        # A rank may have scored no batch (fewer batches than ranks): it learns the shape here.
+        k = int(all_reduce_max(torch.tensor([0 if total is None else total.shape[1]]))[0])
+        local = total.cpu().reshape(-1) if total is not None else torch.zeros((1 + null_draws) * k,
+                                                                                dtype=torch.float64)
+        summed = all_reduce_sum(torch.cat([local, torch.tensor([float(batches)], dtype=torch.float64)]))
+        total, batches = summed[:-1].reshape(1 + null_draws, k), int(summed[-1])
         if batches == 0:
             total = None
     if total is None:
         raise ScoringError("no batch with at least 2 samples was scored; check the dataset and batch_size")
-    return (total / batches).cpu().numpy()
+    mean = (total / batches).cpu().numpy()
+    return mean[0], mean[1:]
