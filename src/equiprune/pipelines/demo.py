@@ -21,17 +21,17 @@ from ..report.prune_plots import save_prune_plots
 class DemoConfig:
     """The main job on synthderm. Defaults finish in about 5 minutes on 2 CPU cores."""
 
-    n: int = 6000                   # synthderm images, split train/val/test by the fractions below
+    n: int = 5000                   # synthderm images, split train/val/test by the fractions below
     val_fraction: float = 0.2       # large val/test splits: Eodd of a few hundred dark-skin images is noisy
     test_fraction: float = 0.25
     image_size: int = 64
     model: str = "vgg11"
     width: float = 0.25
-    epochs: int = 6
+    epochs: int = 8
     seeds: tuple[int, ...] = (0,)   # fine-tuning seeds of SCP and each control
     controls: tuple[str, ...] = ("random", "l1", "none")
     ratio: float = 0.05
-    max_iters: int = 3
+    max_iters: int = 2
     finetune_epochs: int = 1
     n_boot: int = 500
     progress: bool = True

@@ -34,7 +34,7 @@ def snnl_scores_png(section: dict[str, Any]) -> bytes:
         chance = np.quantile(pooled, (np.arange(len(before)) + 0.5) / len(before))
         ax.plot(np.arange(len(before)), chance, color="0.6", lw=1, label="shuffled groups (chance)")
         ax.axhline(null["threshold"], color="0.6", ls=":", lw=1,
-                   label=f"{100 * null['quantile']:g}th pct of chance: {null['separating']} channel(s) below")
+                   label=f"{100 * null['quantile']:g}% quantile of chance: {null['separating']} channel(s) below")
     ax.plot(np.arange(len(before)), before, color="#0072B2", label=f"before ({len(before)} channels)")
     if section.get("after") is not None:
         after = np.sort(np.asarray(section["after"], dtype=float))

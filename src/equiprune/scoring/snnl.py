@@ -251,7 +251,7 @@ class SNNLNullCheck:
     def sentence(self, layer: str) -> str:
         k = len(self.scores)
         return (f"{self.separating} of {k} channels of {layer} separate the groups beyond chance (SNNL-Fair below "
-                f"the {100 * self.quantile:g}th percentile of {len(self.null_scores)} shuffled-group scorings; "
+                f"the {100 * self.quantile:g}% quantile of {len(self.null_scores)} shuffled-group scorings; "
                 f"{self.expected:.1f} expected by chance)")
 
 
