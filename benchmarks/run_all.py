@@ -1,7 +1,8 @@
 """Run every benchmark in turn (`make bench`); each writes its JSON/CSV into benchmarks/results/.
 
 The quick ones run by default; `--all` adds the long ones: the comparison table (20+ minutes on
-2 cores) and the demo over three seeds (about 10 minutes).
+2 cores), the demo over three seeds (about 10 minutes) and the SCP premise
+check at every layer of the demo's baseline.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 QUICK = ["bench_throughput.py", "bench_pruned_latency.py", "bench_snnl.py"]
-LONG = ["bench_table.py", "bench_demo.py"]
+LONG = ["bench_table.py", "bench_demo.py", "bench_premise_layers.py"]
 
 
 def main() -> int:

@@ -38,7 +38,7 @@ def snnl_scores_png(section: dict[str, Any]) -> bytes:
     ax.plot(np.arange(len(before)), before, color="#0072B2", label=f"before ({len(before)} channels)")
     if section.get("after") is not None:
         after = np.sort(np.asarray(section["after"], dtype=float))
-        ax.plot(np.arange(len(after)), after, color="#D55E00", label=f"after ({len(after)} channels)")
+        ax.plot(np.arange(len(after)), after, color="#D55E00", ls="--", label=f"after ({len(after)} channels)")
     ax.set_xlabel("channel (sorted by score)")
     ax.set_ylabel("SNNL-Fair score")
     ax.set_title(f"{section.get('layer', '')}: low score = separates the groups", fontsize=9)
