@@ -156,6 +156,8 @@ def test_cli_builds_table_config():
                       "--pr", "0.2", "--finetune-epochs", "0", "--n-boot", "99", "--quiet"])
     c = compare.config_from_args(a)
     assert c.seeds == (0, 1) and c.methods == ("vanilla", "fairprune")
+    assert TableConfig().seeds == (0, 1, 2)  # several seeds unless asked otherwise
+    assert p.parse_args(["compare", "--out", "o"]).seeds == [0, 1, 2]
     assert c.fairprune.pr == 0.2 and c.fairprune.finetune is None and c.audit.n_boot == 99
     assert c.progress is False and c.scp.finetune.epochs == 0
     c.validate()

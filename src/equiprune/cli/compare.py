@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for every run folder and the table")
     p.add_argument("--run", default=None, help="trained baseline run folder (default: train one on synthderm)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                   help="seeds; each method runs once per seed (default 0). Without --run, each seed also "
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="seeds; each method runs once per seed, and the table gives mean ± sd (default 0 1 2: "
+                        "one seed cannot tell a method from its controls). Without --run, each seed also "
                         "trains its own vanilla model")
     p.add_argument("--methods", nargs="+", choices=list(TABLE_METHODS), default=list(TABLE_METHODS),
                    metavar="METHOD", help="subset of: " + ", ".join(TABLE_METHODS) + " (default all)")

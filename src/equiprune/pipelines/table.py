@@ -110,7 +110,7 @@ class TableConfig:
     (``retrain_per_seed=False``: one vanilla model, trained with the first seed).
     """
 
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = TABLE_METHODS
     fairprune: FairPruneConfig = field(default_factory=_default_fairprune)
     scp: SCPConfig = field(default_factory=_default_scp)
