@@ -125,6 +125,7 @@ def test_scp_run_folder_gets_iteration_and_score_plots(tmp_path, splits32):
     import json
     sections = json.loads((rd.path / "report_sections.json").read_text())
     assert [sec["title"] for sec in sections] == ["Pruning iterations and SNNL-Fair scores"]
+    assert "Premise check of the start model" in sections[0]["text"]
     pngs = sorted((rd.path / "plots").glob("section-*.png"))
     assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     snnl = json.loads((rd.path / "metrics.json").read_text())["snnl_scores"]

@@ -79,5 +79,9 @@ def save_prune_plots(run_path: str | Path) -> bool:
     removed = sum(len(r.get("removed", [])) for r in history[1:(best or 0) + 1])
     text = (f"{len(history) - 1} iteration(s); kept iteration {best} ({removed} channels cut). "
             "The kept iteration has the best validation FATE; the test split was not used to choose it.")
+    null = (data.get("snnl_scores") or {}).get("null")
+    if null and null.get("sentence"):
+        text += (f" Premise check of the start model: {null['sentence']}. SCP assumes few channels carry the "
+                 "groups; when most do, cutting some of them leaves the information in place.")
     add_report_section(rd.path, SECTION_TITLE, text=text, images=images)
     return True
