@@ -170,3 +170,49 @@ def test_scp_scores_each_model_once_and_reuses_known_scores(tmp_path, splits32, 
     assert len(calls) == 1 and np.array_equal(out.scores_before, res.scores_before)
     with pytest.raises(ScoringError, match="output channels"):
         run_scp(_model(), splits32, ctl, arch=ARCH, scores_before=res.scores_before[:10])
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_zeros_preserves_an_unstructured_parents_zeros(splits32, tmp_path, keep):
+    from equiprune.models import load_checkpoint
+
+    model = _model()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # an unstructured-pruned parent: 40% of the first conv and first classifier layer
+        for p in (model.features[0].weight, model.classifier[0].weight):
+            p.mul_(torch.rand(p.shape, generator=g) > 0.4)
+    zero_conv = model.features[0].weight == 0
+    cfg = SCPConfig(scorer="l1", n=2, max_iters=1, th_acc=1.0, th_fair=-1.0, finetune=_ft(1), keep_zeros=keep,
+                    progress=False)
+    res = run_prune_loop(model, splits32, cfg, lambda m, layer, it: np.arange(64.0), run_dir=tmp_path, arch=ARCH)
+    assert res.history[1]["removed"] == [0, 1]
+    tuned, _, _ = load_checkpoint(tmp_path / "iterations" / "1" / "model.pt")  # after the cut and fine-tuning
+    w = tuned.features[0].weight
+    if keep:
+        assert torch.all(w[zero_conv] == 0)
+        # classifier[0] lost the input columns of the 2 cut channels; its other zeros are all still there
+        assert int((tuned.classifier[0].weight == 0).sum()) > 0.35 * tuned.classifier[0].weight.numel()
+    else:
+        assert not torch.all(w[zero_conv] == 0)
+
+
+def test_scp_on_an_unstructured_fairprune_run_keeps_its_zeros(runs, tmp_path):
+    import json
+
+    from equiprune.methods.fairprune import FairPruneConfig, fairprune_from_run
+    from equiprune.methods.runs import open_run
+    from equiprune.methods.scp import scp_from_run
+
+    fp = tmp_path / "fp"
+    fairprune_from_run(runs["base"], FairPruneConfig(pr=0.3, max_samples_per_group=8, batch_size=8, finetune=None,
+                                                     progress=False), fp)
+    parent = open_run(fp).model
+    zero_first = parent.features[0].weight == 0
+    assert zero_first.float().mean() > 0.1
+    cfg = SCPConfig(scorer="random", n=2, max_iters=1, th_acc=1.0, th_fair=-10.0, finetune=_ft(1),
+                    null_draws=0, progress=False)
+    scp_from_run(fp, cfg, tmp_path / "scp")
+    assert json.loads((tmp_path / "scp" / "config.json").read_text())["settings"]["keep_zeros"] is True
+    from equiprune.models import load_checkpoint
+    tuned, _, _ = load_checkpoint(tmp_path / "scp" / "iterations" / "1" / "model.pt")
+    assert torch.all(tuned.features[0].weight[zero_first] == 0)

@@ -60,6 +60,7 @@ class LoopConfig:
     fate_lambda: float = 1.0
     surgery: str = "remove"         # remove | mask
     finetune: TrainConfig = field(default_factory=default_finetune)
+    keep_zeros: bool = False        # weights that are exactly 0 stay 0 while fine-tuning (unstructured parents)
     seed: int = 0
     progress: bool = True
 
@@ -121,6 +122,23 @@ def judge_iteration(val: dict[str, float], start: dict[str, float], prev_gap: fl
         reason = f"reached max_iters {cfg.max_iters}"
     return {"fate": _fate(val, start, cfg), "eligible": eligible, "gain": gain, "f1_drop": drop,
             "stop": reason or None}
+
+
+def pin_zero_weights(model: nn.Module) -> list[Any]:
+    """Keep every exactly-zero weight of `model` at zero during training; returns hook handles to remove.
+
+    The gradient of a zero entry is masked, so with a fresh optimizer (as `fit`
+    makes) its SGD/Adam update, weight decay included, is exactly 0. This keeps an
+    unstructured-pruned parent's zeros through the fine-tuning of a later method;
+    channel removal only slices the tensors, so the surviving zeros stay in place.
+    """
+    handles = []
+    for p in model.parameters():
+        if p.requires_grad:
+            keep = p.detach() != 0
+            if not bool(keep.all()):
+                handles.append(p.register_hook(lambda g, keep=keep: g * keep))
+    return handles
 
 
 def select_iteration(history: list[dict[str, Any]], rule: str = "best") -> int:
@@ -197,7 +215,12 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, score_fn: Sco
         ft = TrainConfig(**{**asdict(cfg.finetune), "seed": cfg.seed * 1000 + k_iter, "progress": cfg.progress})
         if ft.epochs > 0:
             state_dir = RunDir(_iter_dir(rd, k_iter)) if rd is not None else None
-            model = fit(model, splits, ft, run_dir=state_dir).model
+            pins = pin_zero_weights(model) if cfg.keep_zeros else []
+            try:
+                model = fit(model, splits, ft, run_dir=state_dir).model
+            finally:
+                for handle in pins:
+                    handle.remove()
         val, _ = evaluate(model, splits.val)
         verdict = judge_iteration(val, start_val, history[-1][f"val_{cfg.fair_metric}"], k_iter, cfg)
         stop_reason, f = verdict["stop"] or "", verdict["fate"]

@@ -11,7 +11,7 @@ training, does.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,11 @@ def scp_from_run(parent_path: str | Path, cfg: SCPConfig, out: str | Path,
     """
     from .runs import save_run_model, start_child_run
 
+    from .fairprune import MASKS_FILE
+
+    if (Path(parent_path) / MASKS_FILE).exists() and not cfg.keep_zeros:
+        # An unstructured FairPrune/OBD parent: its zeros are its method, fine-tuning must not undo them.
+        cfg = replace(cfg, keep_zeros=True)
     parent, rd = start_child_run(parent_path, out, kind=f"scp-{cfg.scorer}", settings=cfg,
                                  method=SCORER_LABELS[cfg.scorer])
     splits = parent.splits()
