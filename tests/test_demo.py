@@ -70,3 +70,24 @@ def test_paired_runs_refuses_runs_scored_on_other_items(toy_demo, tmp_path):
         paired_runs(out / "scp-seed0", other)
     with pytest.raises(AuditError, match="audit it first"):
         paired_runs(out / "scp-seed0", tmp_path)
+
+
+def test_findings_count_the_papers_criterion_per_seed():
+    from equiprune.metrics import PairedInterval
+    from equiprune.pipelines.demo import HeadToHead, _findings
+
+    def pi(a, b, lo, hi):
+        return PairedInterval(estimate=b - a, lo=lo, hi=hi, p_value=0.01, excludes_zero=lo > 0 or hi < 0,
+                              estimate_a=a, estimate_b=b)
+
+    f1 = pi(0.90, 0.90, -0.01, 0.01)
+    win = HeadToHead(0, "vanilla", eodd=pi(0.12, 0.09, -0.05, -0.01), f1=f1)
+    noise = HeadToHead(1, "vanilla", eodd=pi(0.12, 0.10, -0.04, 0.01), f1=f1)
+    costly = HeadToHead(2, "vanilla", eodd=pi(0.12, 0.11, -0.02, -0.001), f1=pi(0.90, 0.50, -0.5, -0.3))
+    worse = HeadToHead(0, "random channels", eodd=pi(0.09, 0.12, 0.01, 0.05), f1=f1)
+    assert [h.improves() for h in (win, noise, costly)] == [True, False, False]  # F1 collapse: FATE < 0
+    lines = _findings([win, noise, costly, worse], (0, 1, 2))
+    assert lines[0].endswith("on 1 of 3 seed(s) (0).")
+    assert lines[1] == ("SCP against random channels: smaller Eodd on 0, larger on 1, not distinguishable on 0 "
+                        "of 1 seed(s).")
+    assert len(lines) == 2  # three seeds: no "cannot rank" caveat

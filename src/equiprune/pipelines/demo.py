@@ -46,6 +46,10 @@ class HeadToHead:
     eodd: PairedInterval
     f1: PairedInterval
 
+    def improves(self) -> bool:
+        """The papers' criterion: FATE(Eodd) > 0 and the paired Eodd interval entirely below 0."""
+        return self.eodd.excludes_zero and self.eodd.estimate < 0 and _fate_eodd(self) > 0
+
     def sentence(self) -> str:
         e, f = self.eodd, self.f1
         if e.excludes_zero:
@@ -72,8 +76,7 @@ class DemoResult:
     @property
     def scp_improves(self) -> list[bool]:
         """Per seed: SCP's test FATE(Eodd) > 0 and the paired interval of its Eodd change excludes 0 (below)."""
-        return [h.eodd.excludes_zero and h.eodd.estimate < 0 and _fate_eodd(h) > 0
-                for h in self.head_to_head if h.other == "vanilla"]
+        return [h.improves() for h in self.head_to_head if h.other == "vanilla"]
 
 
 def _fate_eodd(h: HeadToHead) -> float:
@@ -91,7 +94,7 @@ def _findings(heads: list[HeadToHead], seeds: tuple[int, ...]) -> list[str]:
     """Plain sentences: does SCP improve on vanilla, and does it beat each control?"""
     lines: list[str] = []
     vs_base = [h for h in heads if h.other == "vanilla"]
-    wins = [h.seed for h in vs_base if h.eodd.excludes_zero and h.eodd.estimate < 0 and _fate_eodd(h) > 0]
+    wins = [h.seed for h in vs_base if h.improves()]
     lines.append(f"SCP against vanilla: FATE(Eodd) > 0 with the paired Eodd interval below 0 on "
                  f"{len(wins)} of {len(vs_base)} seed(s)" + (f" ({', '.join(map(str, wins))})." if wins else "."))
     for other in dict.fromkeys(h.other for h in heads if h.other != "vanilla"):
