@@ -37,6 +37,9 @@ def test_demo_writes_runs_report_and_findings(toy_demo):
     assert res.findings[-1].startswith("Premise check of the baseline:") and "separate the groups" in res.findings[-1]
     page = res.report.read_text()
     assert "Head to head" in page and "SCP vs random channels" in page
+    md = (out / "compare.md").read_text()
+    assert md.index("## Findings") < md.index("## Runs")  # the conclusions come first
+    assert res.findings[0] in md
     assert len(res.scp_improves) == 1
 
 

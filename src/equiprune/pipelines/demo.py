@@ -174,8 +174,8 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
                   "which channels are cut (none for fine-tune only).")
     head_note = ("Head to head on the test images (paired bootstrap, difference SCP − other; negative Eodd = "
                  "SCP fairer): " + "; ".join(h.sentence() for h in heads) + ".")
-    comparison = compare_runs(all_runs, out_dir=out, names=names, cfg=audit_cfg,
-                              notes=[" ".join(findings), head_note, seeds_note])
+    comparison = compare_runs(all_runs, out_dir=out, names=names, cfg=audit_cfg, notes=[seeds_note],
+                              findings=[*findings, head_note])
     seconds = time.perf_counter() - t0
     RunDir(out).log(f"demo finished in {seconds:.0f} s", echo=False)
     return DemoResult(out=out, baseline=base, runs={k: list(v) for k, v in runs.items()},

@@ -188,7 +188,7 @@ def _explain(table: Table1, summary: Table1 | None) -> str:
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
                  names: Sequence[str] | None = None, cfg: AuditConfig | None = None,
-                 notes: Sequence[str] = ()) -> ComparisonResult:
+                 notes: Sequence[str] = (), findings: Sequence[str] = ()) -> ComparisonResult:
     """Build compare.html / compare.md / compare.csv over several run folders.
 
     Args:
@@ -200,6 +200,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
             by ``kind`` and settings with seeds left out.
         cfg: AuditConfig of on-the-fly audits (its split also selects stored audits).
         notes: sentences the caller wants on the page (e.g. how a study was cut down).
+        findings: what a study concluded, in sentences; shown first, before the tables.
     """
     cfg = cfg or AuditConfig()
     paths = [Path(p) for p in run_dirs]
@@ -248,6 +249,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     out = Path(out_dir) if out_dir is not None else _default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
     sections = _sections(entries, table, summary, group_names, notes)
+    if findings:
+        sections.insert(0, Section("Findings", text="\n\n".join(findings)))
     title = f"equiprune comparison of {len(entries)} runs"
     subtitle = (f"Split: {', '.join(sorted(map(str, splits)))}. Estimates with bootstrap intervals; best per column "
                 "in bold.")
