@@ -121,3 +121,16 @@ def test_nhwc_inference_restores_layout_and_changes_no_prediction():
     model.train()
     model(x).sum().backward()
     assert model.features[0].weight.grad is not None
+
+
+def test_config_check_tolerates_fields_of_other_versions_but_not_changes(tmp_path):
+    rd = RunDir(tmp_path / "r")
+    old = {"kind": "scp", "settings": {"ratio": 0.05, "finetune": {"epochs": 1}}}
+    rd.write_config(old)
+    # a setting added by a later version (absent from the stored run) does not block a resume
+    assert rd.check_or_write_config({"kind": "scp", "settings": {"ratio": 0.05, "keep_zeros": False,
+                                                                 "finetune": {"epochs": 1, "warmup": 0}}})
+    with pytest.raises(RunError, match="other settings"):
+        rd.check_or_write_config({"kind": "scp", "settings": {"ratio": 0.1, "finetune": {"epochs": 1}}})
+    with pytest.raises(RunError, match="other settings"):
+        rd.check_or_write_config({"kind": "scp", "settings": {"ratio": 0.05, "finetune": {"epochs": 2}}})

@@ -55,6 +55,19 @@ def _drop(obj: Any, keys: tuple[str, ...]) -> Any:
     return obj
 
 
+def _same_settings(old: Any, new: Any) -> bool:
+    """Equal settings, except that a field only one side has is not a difference.
+
+    A field only one side has was added (or removed) by another equiprune
+    version; a run made before a field existed resumes under the new version.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(_same_settings(old[k], new[k]) for k in old.keys() & new.keys())
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same_settings(a, b) for a, b in zip(old, new))
+    return old == new
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomically write `data` as indented JSON (NaN/inf become null)."""
     path = Path(path)
@@ -123,7 +136,7 @@ class RunDir:
         old = _drop(read_json(f), ignore)
         new = _drop(new, ignore)
         cmp_keys = keys if keys is not None else sorted(set(old) | set(new))
-        diff = [k for k in cmp_keys if old.get(k) != new.get(k)]
+        diff = [k for k in cmp_keys if not _same_settings(old.get(k), new.get(k))]
         if diff:
             detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
             raise RunError(
