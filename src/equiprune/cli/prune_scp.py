@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     loop = result.loop
     if result.null:
         print(f"premise check: {result.null['sentence']}")
+        if result.null.get("advice"):
+            print(f"  {result.null['advice']}")
     print(f"kept iteration {loop.best_iter}: {loop.channels_removed} channels cut from {loop.layer} "
           f"({loop.stop_reason})")
     done("run folder", args.out)

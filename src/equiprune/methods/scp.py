@@ -115,9 +115,11 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
         check = snnl_null_check(model, layer, scoring_dataset(splits, cfg.score_split), variant=cfg.variant,
                                 batch_size=cfg.score_batch_size, temperature=cfg.temperature,
                                 progress=cfg.progress, draws=cfg.null_draws, seed=cfg.seed)
-        before, null = check.scores, {**check.to_dict(), "sentence": check.sentence(layer)}
+        before, null = check.scores, {**check.to_dict(), "sentence": check.sentence(layer),
+                                      "advice": check.advice()}
         if rd is not None:
-            rd.log(f"premise check: {null['sentence']}", echo=cfg.progress)
+            rd.log(f"premise check: {null['sentence']}" + (f"; {null['advice']}" if null["advice"] else ""),
+                   echo=cfg.progress)
     elif before is None:
         before = np.asarray(snnl(model, layer, 0))
     before = np.asarray(before, dtype=np.float64)

@@ -153,7 +153,8 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
             result = scp_from_run(base, scp, path, scores_before=before)
             before = result.scores_before
             if result.null:
-                premise = f"Premise check of the baseline: {result.null['sentence']}."
+                premise = (f"Premise check of the baseline: {result.null['sentence']}."
+                           + (f" In words: {result.null['advice']}." if result.null.get("advice") else ""))
             save_prune_plots(path)
             audit_and_report(path, audit_cfg)
             runs.setdefault(scorer, []).append(path)

@@ -81,7 +81,8 @@ def save_prune_plots(run_path: str | Path) -> bool:
             "The kept iteration has the best validation FATE; the test split was not used to choose it.")
     null = (data.get("snnl_scores") or {}).get("null")
     if null and null.get("sentence"):
-        text += (f" Premise check of the start model: {null['sentence']}. SCP assumes few channels carry the "
-                 "groups; when most do, cutting some of them leaves the information in place.")
+        text += f" Premise check of the start model: {null['sentence']}."
+        if null.get("advice"):
+            text += f" In words: {null['advice']}."
     add_report_section(rd.path, SECTION_TITLE, text=text, images=images)
     return True

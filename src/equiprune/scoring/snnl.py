@@ -248,6 +248,17 @@ class SNNLNullCheck:
         return {"null_scores": self.null_scores.tolist(), "quantile": self.quantile, "threshold": self.threshold,
                 "separating": self.separating, "expected": self.expected}
 
+    def advice(self) -> str:
+        """What the count means for Sensitive Channel Pruning ("" when the premise looks plausible)."""
+        k = len(self.scores)
+        if self.separating <= max(2 * self.expected, 1.0):
+            return ("no more channels separate the groups than chance would give: the SNNL-Fair ranking is "
+                    "mostly noise here, and SCP cannot be expected to beat a random cut")
+        if self.separating > k / 2:
+            return ("most channels carry the groups: cutting a few of them leaves the information in the layer, "
+                    "so SCP's premise (a few sensitive channels) does not hold here")
+        return ""
+
     def sentence(self, layer: str) -> str:
         k = len(self.scores)
         return (f"{self.separating} of {k} channels of {layer} separate the groups beyond chance (SNNL-Fair below "
