@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..methods.scp import SCPConfig, scp_from_run
+    from ..scoring import null_check_text
 
     ft = train_config_from_args(args, prefix="finetune-", seed=args.seed, device=args.device,
                                 progress=not args.quiet, default_lr=FINETUNE_LR)
@@ -62,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
     save_prune_plots(args.out)
     loop = result.loop
     if result.null:
-        print(f"premise check: {result.null['sentence']}")
-        if result.null.get("advice"):
-            print(f"  {result.null['advice']}")
+        print(f"premise check: {null_check_text(result.null)}")
     print(f"kept iteration {loop.best_iter}: {loop.channels_removed} channels cut from {loop.layer} "
           f"({loop.stop_reason})")
     done("run folder", args.out)

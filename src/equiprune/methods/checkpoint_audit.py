@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataConfig, load_splits
+from ..data.cache import atomic_write
 from ..engine import RunDir, on_main
 from .audit import AuditError
 from .runs import load_model_file
@@ -29,12 +30,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
 
 
 def _resolve_image_size(arch: dict[str, Any], extra: dict[str, Any], image_size: int | None,
@@ -101,7 +96,7 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
               # in settings, so `equiprune report` tells audits of different checkpoints apart
               "settings": {"checkpoint_sha256": _sha256(checkpoint), "image_size": data.image_size}}
     rd.check_or_write_config(config, keys=["kind", "data", "arch", "settings"])
-    on_main(_copy_atomic, checkpoint, rd.model_path)
+    on_main(atomic_write, rd.model_path, lambda tmp: shutil.copyfile(checkpoint, tmp))
     for note in notes:
         rd.log(f"note: {note}")
     return rd

@@ -11,7 +11,7 @@ training, does.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ import numpy as np
 from torch import nn
 
 from ..engine import RunDir
-from ..scoring import ScoringError, l1_channel_scores, random_channel_scores, snnl_fair_scores, snnl_null_check
+from ..scoring import (ScoringError, l1_channel_scores, null_check_text, random_channel_scores, snnl_fair_scores,
+                       snnl_null_check)
 from ..surgery import layer_out_channels
 from .prune_loop import LoopConfig, LoopResult, ScoreFn, run_prune_loop
 
@@ -81,10 +82,14 @@ def make_score_fn(splits: Any, cfg: SCPConfig) -> ScoreFn | None:
             model.get_submodule(layer).weight.shape[0], seed=cfg.seed * 1000 + it)
     if cfg.scorer == "l1":
         return lambda model, layer, it: l1_channel_scores(model, layer)
-    data = scoring_dataset(splits, cfg.score_split)
-    return lambda model, layer, it: snnl_fair_scores(
-        model, layer, data, variant=cfg.variant, batch_size=cfg.score_batch_size,
-        temperature=cfg.temperature, progress=cfg.progress)
+    kw = _snnl_kwargs(splits, cfg)
+    return lambda model, layer, it: snnl_fair_scores(model, layer, **kw)
+
+
+def _snnl_kwargs(splits: Any, cfg: SCPConfig) -> dict[str, Any]:
+    """How `cfg` asks SNNL-Fair to be computed: the data and batching of every scoring pass."""
+    return {"dataset": scoring_dataset(splits, cfg.score_split), "variant": cfg.variant,
+            "batch_size": cfg.score_batch_size, "temperature": cfg.temperature, "progress": cfg.progress}
 
 
 def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path | RunDir | None = None,
@@ -100,9 +105,7 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
     cfg.validate()
     score_fn = make_score_fn(splits, cfg)
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
-    snnl_cfg = SCPConfig(**{**asdict(cfg), "scorer": "snnl"})
-    snnl_cfg.finetune = cfg.finetune
-    snnl = make_score_fn(splits, snnl_cfg)
+    snnl_kw = _snnl_kwargs(splits, cfg)  # the plots' before/after scores, whatever `cfg.scorer` cuts by
     from ..models import last_conv_name
     layer = cfg.layer or last_conv_name(model)
     stored = (rd.read_metrics().get("snnl_scores") if rd is not None else None) or {}
@@ -112,16 +115,13 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
     null = stored.get("null")
     if before is None and cfg.null_draws > 0:
         # The same forward pass also scores shuffled groups: does any channel separate them beyond chance?
-        check = snnl_null_check(model, layer, scoring_dataset(splits, cfg.score_split), variant=cfg.variant,
-                                batch_size=cfg.score_batch_size, temperature=cfg.temperature,
-                                progress=cfg.progress, draws=cfg.null_draws, seed=cfg.seed)
+        check = snnl_null_check(model, layer, **snnl_kw, draws=cfg.null_draws, seed=cfg.seed)
         before, null = check.scores, {**check.to_dict(), "sentence": check.sentence(layer),
                                       "advice": check.advice()}
         if rd is not None:
-            rd.log(f"premise check: {null['sentence']}" + (f"; {null['advice']}" if null["advice"] else ""),
-                   echo=cfg.progress)
+            rd.log(f"premise check: {null_check_text(null)}", echo=cfg.progress)
     elif before is None:
-        before = np.asarray(snnl(model, layer, 0))
+        before = np.asarray(snnl_fair_scores(model, layer, **snnl_kw))
     before = np.asarray(before, dtype=np.float64)
     if before.shape != (layer_out_channels(model, layer),):
         raise ScoringError(f"scores_before has shape {before.shape}, but {layer} has "
@@ -131,7 +131,8 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
         later = score_fn
         score_fn = lambda m, name, it: before if it == 1 else later(m, name, it)  # noqa: E731
     loop = run_prune_loop(model, splits, cfg, score_fn, run_dir=rd, arch=arch)
-    after = np.asarray(stored["after"] if stored.get("after") is not None else snnl(loop.model, loop.layer, -1))
+    after = np.asarray(stored["after"] if stored.get("after") is not None
+                       else snnl_fair_scores(loop.model, loop.layer, **snnl_kw))
     if rd is not None:
         rd.set_section("snnl_scores", {"layer": loop.layer, "before": before.tolist(), "after": after.tolist(),
                                        "variant": cfg.variant, "null": null})

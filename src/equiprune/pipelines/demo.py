@@ -15,6 +15,7 @@ from ..methods.scp import SCPConfig, scp_from_run
 from ..methods.train import ModelConfig, train_from_config
 from ..report import audit_and_report, compare_runs
 from ..report.prune_plots import save_prune_plots
+from ..scoring import null_check_text
 
 
 @dataclass
@@ -153,8 +154,7 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
             result = scp_from_run(base, scp, path, scores_before=before)
             before = result.scores_before
             if result.null:
-                premise = (f"Premise check of the baseline: {result.null['sentence']}."
-                           + (f" In words: {result.null['advice']}." if result.null.get("advice") else ""))
+                premise = f"Premise check of the baseline: {null_check_text(result.null)}."
             save_prune_plots(path)
             audit_and_report(path, audit_cfg)
             runs.setdefault(scorer, []).append(path)

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..engine import RunDir
+from ..scoring import null_check_text
 from .html import add_report_section
 from .plots import figure_png
 
@@ -81,8 +82,6 @@ def save_prune_plots(run_path: str | Path) -> bool:
             "The kept iteration has the best validation FATE; the test split was not used to choose it.")
     null = (data.get("snnl_scores") or {}).get("null")
     if null and null.get("sentence"):
-        text += f" Premise check of the start model: {null['sentence']}."
-        if null.get("advice"):
-            text += f" In words: {null['advice']}."
+        text += f" Premise check of the start model: {null_check_text(null)}."
     add_report_section(rd.path, SECTION_TITLE, text=text, images=images)
     return True

@@ -7,7 +7,8 @@ from .saliency import (SaliencyError, channel_saliency, fairprune_saliency, grou
 from .simple import l1_channel_scores, random_channel_scores
 from .skewness import (SkewnessAccumulator, SkewnessScores, premise_summary, skewness_channel_scores,
                        skewness_head_scores, skewness_pass, spatial_skewness, spearman)
-from .snnl import VARIANTS, ScoringError, SNNLNullCheck, snnl_fair_batch, snnl_fair_scores, snnl_null_check
+from .snnl import (VARIANTS, ScoringError, SNNLNullCheck, null_check_text, snnl_fair_batch, snnl_fair_scores,
+                   snnl_null_check)
 
 __all__ = [
     "SaliencyError", "ScoringError", "SkewnessAccumulator", "SkewnessScores", "VARIANTS", "channel_saliency",

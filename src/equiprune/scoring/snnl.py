@@ -266,6 +266,11 @@ class SNNLNullCheck:
                 f"{self.expected:.1f} expected by chance)")
 
 
+def null_check_text(null: dict[str, object]) -> str:
+    """A stored premise check (`SNNLNullCheck.to_dict` plus sentence and advice) in words."""
+    return str(null["sentence"]) + (f"; {null['advice']}" if null.get("advice") else "")
+
+
 def snnl_null_check(model: nn.Module, layer: str, dataset: Dataset, variant: Variant = "reference",
                     batch_size: int = 128, drop_last: bool = True, device: torch.device | str | None = None,
                     progress: bool = True, temperature: float = 1.0, draws: int = 4, seed: int = 0,

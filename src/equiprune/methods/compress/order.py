@@ -49,6 +49,7 @@ from torch import nn
 from ...engine import RunDir, RunError
 from ...metrics import paired_bootstrap
 from ..audit import audit_model, audit_section_name, predictions_to_frame
+from ..paired_runs import run_predictions
 from .base import CompressError, CompressResult, measure_cost, resolve_image_size
 from .magnitude import MagnitudeConfig, magnitude_prune
 from .sweep import (KEY_METRICS, CompressConfig, _audit_cfg, _load_point, _log, _run_config, _save_point,
@@ -109,7 +110,7 @@ def _predictions_of(prd: RunDir | None, split: str, cache: dict[str, np.ndarray]
     if key in cache:
         return cache[key]
     if prd is not None and prd.file(f"predictions_{split}.csv").exists():
-        return pd.read_csv(prd.file(f"predictions_{split}.csv"))["y_pred"].to_numpy()
+        return run_predictions(prd.path, split)["y_pred"].to_numpy()
     return None
 
 
