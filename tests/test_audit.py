@@ -124,3 +124,41 @@ def test_cli_audit_prints_table_and_report_path(runs, capsys):
     assert "FATE vs baseline" in out and re.search(r"^Eodd\s+\S+ \[", out, re.M)
     assert f"report: {runs['child_b'] / 'report.html'}" in out
     assert f"against the baseline {runs['child_a'].resolve()}" in out
+
+
+def test_a_baseline_audited_since_its_model_last_changed_is_not_predicted_again(runs, tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from equiprune.methods import audit as audit_module
+    from equiprune.methods.runs import save_run_model
+
+    base, child = tmp_path / "base", tmp_path / "child"
+    shutil.copytree(runs["base"], base)
+    shutil.copytree(runs["child_a"], child)
+    for f in base.glob("predictions_*.csv"):
+        f.unlink()
+    calls = []
+    real = audit_module.predict
+    monkeypatch.setattr(audit_module, "predict", lambda model, *a, **k: calls.append(1) or real(model, *a, **k))
+    cfg = AuditConfig(**FAST)
+    fresh = audit_run(child, cfg, baseline_run=base)
+    assert len(calls) == 2                       # the baseline was never audited: both models predict
+    audit_run(base, cfg)
+    assert RunDir(base).read_metrics()["audit"]["model_sha256"]
+    calls.clear()
+    reused = audit_run(child, cfg, baseline_run=base)
+    assert len(calls) == 1                       # only the child: the baseline's stored predictions serve
+    assert reused.fate == fresh.fate and reused.paired == fresh.paired
+    assert reused.baseline_metrics == fresh.baseline_metrics
+    assert "baseline predictions read from its audit" in (child / "log.txt").read_text()
+    # A changed baseline model is predicted again, whatever its stored audit says.
+    loaded = open_run(base)
+    with torch.no_grad():
+        loaded.model.classifier[6].bias.add_(5.0 * torch.arange(loaded.model.classifier[6].bias.numel()))
+    save_run_model(loaded.run, loaded.model, loaded.arch, loaded.extra)
+    calls.clear()
+    changed = audit_run(child, cfg, baseline_run=base)
+    assert len(calls) == 2
+    assert changed.baseline_metrics != fresh.baseline_metrics

@@ -33,12 +33,19 @@ def test_demo_writes_runs_report_and_findings(toy_demo):
     assert res.findings[0].startswith("SCP against vanilla")
     assert any("cannot rank" in f for f in res.findings)  # one seed: the page says so
     kept = json.loads((out / "scp-seed0" / "metrics.json").read_text())["selection"]["best_iter"]
-    assert f"SCP {kept};" in res.findings[-2]
-    assert res.findings[-1].startswith("Premise check of the baseline:") and "separate the groups" in res.findings[-1]
+    assert f"SCP {kept};" in res.findings[-3]
+    assert res.findings[-2].startswith("Premise check of the baseline:") and "separate the groups" in res.findings[-2]
+    # The cut response of the baseline's layer, reusing SCP's before-scores, closes the findings.
+    cuts = json.loads((res.cut_response / "metrics.json").read_text())["cut_response"]
+    scp_scores = json.loads((out / "scp-seed0" / "metrics.json").read_text())["snnl_scores"]["before"]
+    assert cuts["snnl_scores"] == scp_scores
+    assert res.findings[-1].startswith("Cut response (") and cuts["findings"][0] in res.findings[-1]
+    assert (res.cut_response / "report.html").exists()
     page = res.report.read_text()
     assert "Head to head" in page and "SCP vs random channels" in page
     md = (out / "compare.md").read_text()
     assert md.index("## Findings") < md.index("## Runs")  # the conclusions come first
+    assert md.index("## Findings") < md.index("## Cut response of features.18") < md.index("## Runs")
     assert res.findings[0] in md
     assert len(res.scp_improves) == 1
 

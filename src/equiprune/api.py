@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 from .data import DataConfig
 from .engine import TrainConfig
 from .methods.audit import AuditConfig, AuditResult
+from .methods.cut_response import CutResponseConfig, CutResponseResult, cut_response_from_run
 from .methods.scp import SCPConfig, SCPResult, scp_from_run
 from .methods.train import ModelConfig, TrainRunResult, train_from_config
 from .pipelines.demo import DemoConfig, DemoResult, demo
@@ -35,6 +36,17 @@ def train(data: DataConfig, model: str = "vgg11", width: float = 0.25, cfg: Trai
 def prune_scp(run: str | Path, cfg: SCPConfig, out: str | Path) -> SCPResult:
     """`equiprune prune scp`: Sensitive Channel Pruning (or a control) into a new run folder."""
     return scp_from_run(run, cfg, out)
+
+
+def cut_response(run: str | Path, cfg: CutResponseConfig, out: str | Path) -> CutResponseResult:
+    """`equiprune prune cut-response`: the gap after cuts chosen by SNNL-Fair, L1 or at random, no fine-tuning.
+
+    Writes `out`/metrics.json and `out`/report.html; resumes when run again.
+    """
+    from .report.cut_response_report import write_cut_response_report
+    result = cut_response_from_run(run, cfg, out)
+    write_cut_response_report(out)
+    return result
 
 
 def audit(run: str | Path, cfg: AuditConfig | None = None, baseline: str | Path | None = None) -> AuditResult:

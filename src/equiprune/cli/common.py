@@ -58,6 +58,12 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_variant_arg(group: argparse._ArgumentGroup) -> None:
+    """--variant: which SNNL-Fair definition scores the channels."""
+    group.add_argument("--variant", choices=["reference", "paper"], default="reference",
+                       help="SNNL-Fair as in the published code (default) or Eq. 1 of the paper")
+
+
 def done(message: str, path: Path | str | None = None) -> None:
     """Tell the user where the results are."""
     print(message if path is None else f"{message}: {path}")

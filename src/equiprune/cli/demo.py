@@ -8,9 +8,11 @@ The demo generates synthderm (dermatology-like images with a documented
 skin-tone bias), trains a baseline, audits it, runs Sensitive Channel Pruning
 and its three controls (random channels, L1 channels, fine-tune only) and
 writes one comparison report. SCP is set against vanilla and against each
-control on the same test images (paired bootstrap); the findings are printed
-at the end, written to findings.json and shown on the report. Running it again
-resumes where it stopped.
+control on the same test images (paired bootstrap). It also cuts the
+baseline's layer with no fine-tuning, by SNNL-Fair, L1 and at random
+(cut-response/report.html), to show whether the choice of channels moves the
+gap at all. The findings are printed at the end, written to findings.json and
+shown on the report. Running it again resumes where it stopped.
 """
 
 

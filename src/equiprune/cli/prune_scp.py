@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import FINETUNE_LR, add_runtime_args, add_train_args, done, train_config_from_args
+from .common import FINETUNE_LR, add_runtime_args, add_train_args, add_variant_arg, done, train_config_from_args
 
 EPILOG = """\
 examples:
@@ -34,8 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop once an iteration improves the gap by less than this (default 0.0)")
     g.add_argument("--fair-metric", choices=["eodd", "eopp0", "eopp1"], default="eodd",
                    help="the gap for stopping and FATE (default eodd)")
-    g.add_argument("--variant", choices=["reference", "paper"], default="reference",
-                   help="SNNL-Fair as in the published code (default) or Eq. 1 of the paper")
+    add_variant_arg(g)
     g.add_argument("--scorer", choices=["snnl", "random", "l1", "none"], default="snnl",
                    help="snnl (SCP), or a control: random, l1 (magnitude), none (fine-tune only)")
     g.add_argument("--surgery", choices=["remove", "mask"], default="remove",

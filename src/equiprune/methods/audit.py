@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from ..data.cache import file_sha256
 from ..engine import Predictions, RunDir, predict, resolve_device
 from ..metrics import (
     FATE_CRITERIA,
@@ -413,6 +414,34 @@ def _resolve_baseline(run_path: Path, config: dict[str, Any], baseline_run: str 
     return path, "config.json", notes
 
 
+def stored_name(split: str) -> str:
+    """File name of a run's stored per-image predictions on `split`."""
+    return f"predictions_{split}.csv"
+
+
+def _stored_audit(rd: RunDir, cfg: AuditConfig) -> tuple[Predictions, dict[str, Any] | None] | None:
+    """A baseline's stored predictions and cost on `cfg.split`, if its model.pt is the one they came from.
+
+    None (predict again) when the run was never audited on that split, was
+    audited before hashes were recorded, its model changed since, or its
+    stored cost lacks the latency this audit asks for.
+    """
+    section = rd.read_metrics().get(audit_section_name(cfg.split)) or {}
+    f = rd.file(stored_name(cfg.split))
+    if not section.get("model_sha256") or not f.exists() or section.get("split") != cfg.split:
+        return None
+    cost = section.get("cost")
+    if cfg.latency and cost is not None and cost.get("latency_ms") is None:
+        return None
+    if section["model_sha256"] != file_sha256(rd.model_path):
+        return None
+    df = pd.read_csv(f)
+    probs = df[[c for c in df.columns if c.startswith("prob_")]].to_numpy(dtype=np.float64)
+    pred = Predictions(y_true=df["y_true"].to_numpy(), y_pred=df["y_pred"].to_numpy(), groups=df["group"].to_numpy(),
+                       probs=probs, index=df["index"].to_numpy())
+    return pred, cost
+
+
 def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run: str | Path | None = None
               ) -> AuditResult:
     """Audit the model of a run folder on its own data and write the evidence there.
@@ -439,6 +468,7 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
 
     base_path, source, notes = _resolve_baseline(run_path, loaded.config, baseline_run)
     base_pred = base_cost = None
+    reused = False
     if base_path is not None:
         base = open_run(base_path)
         a, b = _data_identity(base.data_config), _data_identity(loaded.data_config)
@@ -448,11 +478,16 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
             raise AuditError(
                 f"baseline {base_path} was run on other data than {run_path} ({diff}); FATE compares two "
                 "models on the same images, so pass a baseline trained on the same data settings.")
-        device = resolve_device(cfg.device)
-        base.model.to(device)
-        base_pred = predict(base.model, dataset, batch_size=cfg.batch_size, device=device, progress=cfg.progress)
-        if image_size is not None:
-            base_cost = model_cost(base.model, int(image_size), latency=cfg.latency).to_dict()
+        stored = _stored_audit(base.run, cfg)
+        if stored is not None:
+            (base_pred, base_cost), reused = stored, True
+        else:
+            device = resolve_device(cfg.device)
+            base.model.to(device)
+            base_pred = predict(base.model, dataset, batch_size=cfg.batch_size, device=device,
+                                progress=cfg.progress)
+            if image_size is not None:
+                base_cost = model_cost(base.model, int(image_size), latency=cfg.latency).to_dict()
 
     result = audit_model(loaded.model, dataset, cfg, baseline=base_pred, image_size=image_size)
     result.notes[:0] = notes
@@ -467,14 +502,16 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
         meta = dataset.meta
         extra = {f"meta_{c}": meta[c].to_numpy()[result.predictions.index]
                  for c in result.multigroup["column"].split(",")}
-    name = f"predictions_{cfg.split}.csv"
+    name = stored_name(cfg.split)
     tmp = rd.file(name + ".tmp")
     predictions_to_frame(result.predictions, extra).to_csv(tmp, index=False)
     tmp.replace(rd.file(name))
     result.predictions_file = name
-    rd.set_section(audit_section_name(cfg.split), result.to_dict())
+    # The model's hash lets a later audit that uses this run as its baseline read these predictions.
+    rd.set_section(audit_section_name(cfg.split), {**result.to_dict(), "model_sha256": file_sha256(rd.model_path)})
     rd.log(f"audit ({cfg.split}): macro-F1 {result.metrics['f1']:.4f}, Eodd {result.metrics['eodd']:.4f}"
-           + (f", FATE(Eodd) {result.fate.get('fate_eodd')}" if result.fate else ""), echo=False)
+           + (f", FATE(Eodd) {result.fate.get('fate_eodd')}" if result.fate else "")
+           + (" (baseline predictions read from its audit: its model.pt is unchanged)" if reused else ""), echo=False)
 
     return result
 

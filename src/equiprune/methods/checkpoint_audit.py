@@ -9,27 +9,18 @@ ordinary run folder for `equiprune report`, `compare` and every `--run` verb.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from ..data import DataConfig, load_splits
-from ..data.cache import atomic_write
+from ..data.cache import atomic_write, file_sha256
 from ..engine import RunDir, on_main
 from .audit import AuditError
 from .runs import load_model_file
 
 __all__ = ["checkpoint_run"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolve_image_size(arch: dict[str, Any], extra: dict[str, Any], image_size: int | None,
@@ -94,7 +85,7 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
     rd = RunDir(out)
     config = {"kind": "audit", "checkpoint": str(checkpoint.resolve()), "data": asdict(data), "arch": dict(arch),
               # in settings, so `equiprune report` tells audits of different checkpoints apart
-              "settings": {"checkpoint_sha256": _sha256(checkpoint), "image_size": data.image_size}}
+              "settings": {"checkpoint_sha256": file_sha256(checkpoint), "image_size": data.image_size}}
     rd.check_or_write_config(config, keys=["kind", "data", "arch", "settings"])
     on_main(atomic_write, rd.model_path, lambda tmp: shutil.copyfile(checkpoint, tmp))
     for note in notes:

@@ -8,12 +8,14 @@ from pathlib import Path
 from ..data import DataConfig, SynthDermConfig
 from ..engine import RunDir, TrainConfig, write_json
 from ..methods.audit import AuditConfig
+from ..methods.cut_response import CutResponseConfig, cut_response_from_run
 from ..methods.paired_runs import paired_runs
 from ..metrics import MetricsError, PairedInterval, fate
 from ..methods.prune_loop import default_finetune
 from ..methods.scp import SCPConfig, scp_from_run
 from ..methods.train import ModelConfig, train_from_config
 from ..report import audit_and_report, compare_runs
+from ..report.cut_response_report import cut_response_plot_section, write_cut_response_report
 from ..report.prune_plots import save_prune_plots
 from ..scoring import null_check_text
 
@@ -35,6 +37,8 @@ class DemoConfig:
     max_iters: int = 2
     finetune_epochs: int = 1
     n_boot: int = 500
+    cut_fractions: tuple[float, ...] = (0.05, 0.2, 0.4)  # cut response of the baseline (empty: skip it)
+    cut_draws: int = 3
     progress: bool = True
 
 
@@ -73,6 +77,7 @@ class DemoResult:
     seconds: float = 0.0
     head_to_head: list[HeadToHead] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
+    cut_response: Path | None = None
 
     @property
     def scp_improves(self) -> list[bool]:
@@ -163,6 +168,14 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
             pb = paired_runs(other_path, paths["snnl"], audit_cfg)
             heads.append(HeadToHead(seed=seed, other=other, eodd=pb["eodd"], f1=pb["f1"]))
     findings = _findings(heads, cfg.seeds) + [_selection_finding(runs)] + ([premise] if premise else [])
+    cut_dir = None
+    if cfg.cut_fractions:
+        # The same layer cut with no fine-tuning: does SCP's choice of channels move the gap at all?
+        cut_dir = out / "cut-response"
+        cuts = cut_response_from_run(base, CutResponseConfig(fractions=cfg.cut_fractions, random_draws=cfg.cut_draws,
+                                                             progress=cfg.progress), cut_dir, snnl_scores=before)
+        write_cut_response_report(cut_dir)
+        findings += [f"Cut response ({cut_dir / 'report.html'}): " + " ".join(cuts.findings())]
     write_json(out / "findings.json", {"findings": findings,
                                        "head_to_head": [{"seed": h.seed, "other": h.other, "eodd": asdict(h.eodd),
                                                          "f1": asdict(h.f1)} for h in heads]})
@@ -176,9 +189,10 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     head_note = ("Head to head on the test images (paired bootstrap, difference SCP − other; negative Eodd = "
                  "SCP fairer): " + "; ".join(h.sentence() for h in heads) + ".")
     comparison = compare_runs(all_runs, out_dir=out, names=names, cfg=audit_cfg, notes=[seeds_note],
-                              findings=[*findings, head_note])
+                              findings=[*findings, head_note],
+                              extra_sections=[cut_response_plot_section(cut_dir)] if cut_dir else [])
     seconds = time.perf_counter() - t0
     RunDir(out).log(f"demo finished in {seconds:.0f} s", echo=False)
     return DemoResult(out=out, baseline=base, runs={k: list(v) for k, v in runs.items()},
                       report=getattr(comparison, "html_path", None), seconds=seconds, head_to_head=heads,
-                      findings=findings)
+                      findings=findings, cut_response=cut_dir)

@@ -188,7 +188,8 @@ def _explain(table: Table1, summary: Table1 | None) -> str:
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
                  names: Sequence[str] | None = None, cfg: AuditConfig | None = None,
-                 notes: Sequence[str] = (), findings: Sequence[str] = ()) -> ComparisonResult:
+                 notes: Sequence[str] = (), findings: Sequence[str] = (),
+                 extra_sections: Sequence[Section] = ()) -> ComparisonResult:
     """Build compare.html / compare.md / compare.csv over several run folders.
 
     Args:
@@ -201,6 +202,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         cfg: AuditConfig of on-the-fly audits (its split also selects stored audits).
         notes: sentences the caller wants on the page (e.g. how a study was cut down).
         findings: what a study concluded, in sentences; shown first, before the tables.
+        extra_sections: the study's own evidence (e.g. a plot), shown after the findings.
     """
     cfg = cfg or AuditConfig()
     paths = [Path(p) for p in run_dirs]
@@ -249,6 +251,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     out = Path(out_dir) if out_dir is not None else _default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
     sections = _sections(entries, table, summary, group_names, notes)
+    sections[:0] = list(extra_sections)
     if findings:
         sections.insert(0, Section("Findings", text="\n\n".join(findings)))
     title = f"equiprune comparison of {len(entries)} runs"

@@ -1,0 +1,145 @@
+"""Cut response: the gap after cuts chosen by SNNL-Fair, L1 or at random, with no fine-tuning."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from equiprune.engine import RunDir
+from equiprune.engine.rundir import RunError
+from equiprune.engine.train import evaluate
+from equiprune.methods import cut_response as cr
+from equiprune.methods.cut_response import (CutResponseConfig, cut_counts, cut_response, cut_response_findings,
+                                            cut_response_from_run)
+from equiprune.methods.runs import open_run
+from equiprune.methods.scp import scoring_dataset
+from equiprune.models import example_input
+from equiprune.scoring import snnl_fair_scores
+from equiprune.surgery import prune_channels
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = dict(fractions=(0.25, 0.5), random_draws=2, progress=False)
+
+
+def test_cut_counts_round_clamp_and_deduplicate():
+    assert cut_counts(128, (0.05, 0.1, 0.2, 0.4)) == [6, 13, 26, 51]
+    assert cut_counts(4, (0.01, 0.99)) == [1, 3]          # at least one, never all
+    assert cut_counts(10, (0.11, 0.12)) == [1]           # both round to one channel
+
+
+@pytest.mark.parametrize("bad", [dict(fractions=()), dict(fractions=(0.0,)), dict(fractions=(1.0,)),
+                                 dict(choices=("snnl", "magic")), dict(random_draws=0), dict(split="train"),
+                                 dict(fair_metric="acc")])
+def test_config_rejects_bad_settings(bad):
+    with pytest.raises(ValueError):
+        CutResponseConfig(**bad).validate()
+
+
+def test_each_row_is_the_model_with_exactly_those_channels_cut(runs):
+    run = open_run(runs["child_a"])
+    splits = run.splits()
+    model = run.model.eval()
+    layer = "features.18"
+    before = copy.deepcopy(model.state_dict())
+    res = cut_response(model, splits, CutResponseConfig(layer=layer, **SMALL), image_size=32)
+    for key, value in model.state_dict().items():   # every cut was made on a copy
+        assert torch.equal(value, before[key])
+    channels = model.get_submodule(layer).weight.shape[0]
+    ks = cut_counts(channels, SMALL["fractions"])
+    assert res.cuts() == ks
+    assert len(res.rows) == 1 + len(ks) * (3 + SMALL["random_draws"])
+    uncut, _ = evaluate(model, splits.val)
+    assert res.uncut()["eodd"] == pytest.approx(uncut["eodd"])
+    assert res.uncut()["acc_g1"] == pytest.approx(uncut["acc_g1"])
+    # SCP's row and the highest-SNNL row: cut those channels by hand and evaluate.
+    scores = snnl_fair_scores(model, layer, scoring_dataset(splits, "train"), progress=False)
+    for k in ks:
+        for choice, order in (("snnl", scores), ("snnl_high", -scores)):
+            by_hand = copy.deepcopy(model)
+            prune_channels(by_hand, layer, np.argsort(order, kind="stable")[:k].tolist(),
+                           example_inputs=example_input(32))
+            expect, _ = evaluate(by_hand.eval(), splits.val)
+            (row,) = res.at(choice, k)
+            for key in ("eodd", "f1", "acc", "acc_g0", "acc_g1"):
+                assert row[key] == pytest.approx(expect[key]), (choice, k, key)
+    assert {r["draw"] for r in res.at("random", ks[0])} == {0, 1}
+
+
+def test_an_interrupted_run_resumes_without_evaluating_again(runs, tmp_path, monkeypatch):
+    run = open_run(runs["child_a"])
+    splits = run.splits()
+    cfg = CutResponseConfig(layer="features.18", **SMALL)
+    full = cut_response(run.model, splits, cfg, run_dir=tmp_path / "cuts", image_size=32)
+    # Simulate an interrupt after the first three evaluations.
+    rd = RunDir(tmp_path / "cuts")
+    section = rd.read_metrics()["cut_response"]
+    section["rows"] = section["rows"][:3]
+    rd.set_section("cut_response", section)
+    calls = []
+    real = cr.evaluate
+    monkeypatch.setattr(cr, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(cr, "snnl_fair_scores", lambda *a, **k: pytest.fail("stored scores must be reused"))
+    again = cut_response(run.model, splits, cfg, run_dir=tmp_path / "cuts", image_size=32)
+    assert len(calls) == len(full.rows) - 3
+    key = lambda r: (r["k"], r["choice"], r["draw"])  # noqa: E731
+    assert sorted(map(key, again.rows)) == sorted(map(key, full.rows))
+    for a, b in zip(sorted(again.rows, key=key), sorted(full.rows, key=key)):
+        assert a["eodd"] == pytest.approx(b["eodd"])
+
+
+def _section(snnl_eodd, random_eodd, acc_after=(0.95, 0.5)):
+    """A stored section with an uncut model (accuracy 0.96 light, 0.66 dark) and cuts at 10 and 20 channels."""
+    rows = [{"k": 0, "choice": "none", "draw": 0, "eodd": 0.10, "acc_g0": 0.96, "acc_g1": 0.66}]
+    for k, e in zip((10, 20), snnl_eodd):
+        rows.append({"k": k, "choice": "snnl", "draw": 0, "eodd": e, "acc_g0": acc_after[0], "acc_g1": acc_after[1]})
+    for k in (10, 20):
+        rows += [{"k": k, "choice": "random", "draw": d, "eodd": e, "acc_g0": 0.96, "acc_g1": 0.66}
+                 for d, e in enumerate(random_eodd)]
+    return {"layer": "features.18", "channels": 128, "rows": rows, "group_names": ["light", "dark"],
+            "fair_metric": "eodd", "split": "val"}
+
+
+def test_findings_say_when_the_premise_fails_holds_or_cannot_be_told():
+    fails = cut_response_findings(_section((0.15, 0.2), (0.09, 0.11)))
+    assert "at 0 of 2 sizes, a larger one at 2 (10, 20 channels)" in fails[0]
+    assert "0.160 for dark and 0.010 for light" in fails[1] and "worse-served group (dark) lost more" in fails[1]
+    assert "premise does not hold" in fails[2]
+    holds = cut_response_findings(_section((0.05, 0.04), (0.09, 0.11), acc_after=(0.80, 0.65)))
+    assert "at 2 of 2 sizes (10, 20 channels)" in holds[0] and "carry part of the gap" in holds[2]
+    chance = cut_response_findings(_section((0.10, 0.10), (0.09, 0.11), acc_after=(0.96, 0.66)))
+    assert "inside their range at 2" in chance[0] and "does not move the gap beyond chance" in chance[2]
+    assert cut_response_findings({"rows": []}) == []
+
+
+def test_run_folder_resumes_and_refuses_other_settings(runs, tmp_path):
+    out = tmp_path / "cuts"
+    cfg = CutResponseConfig(**SMALL)
+    first = cut_response_from_run(runs["child_a"], cfg, out)
+    stored = json.loads((out / "metrics.json").read_text())["cut_response"]
+    assert stored["findings"] == first.findings() and len(stored["rows"]) == len(first.rows)
+    assert json.loads((out / "config.json").read_text())["kind"] == "cut_response"
+    with pytest.raises(RunError):
+        cut_response_from_run(runs["child_a"], CutResponseConfig(**{**SMALL, "random_draws": 3}), out)
+    with pytest.raises(RunError):
+        cut_response_from_run(runs["child_a"], cfg, runs["child_a"])
+
+
+def test_cli_writes_the_report_and_prints_the_findings(runs, tmp_path):
+    out = tmp_path / "cli-cuts"
+    proc = subprocess.run([sys.executable, "-m", "equiprune", "prune", "cut-response", "--run", str(runs["child_a"]),
+                           "--out", str(out), "--fractions", "0.25", "0.5", "--draws", "2", "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Cutting the lowest-SNNL-Fair channels of features.18" in proc.stdout
+    assert f"report: {out}/report.html" in proc.stdout
+    html = (out / "report.html").read_text()
+    assert "Cut response of features.18" in html and "lowest SNNL-Fair (SCP)" in html
+    md = (out / "report.md").read_text()
+    assert (out / "plots" / "cut-response.png").stat().st_size > 10_000
+    assert md.count("| random |") == 2   # one table row per cut size, averaged over the draws
