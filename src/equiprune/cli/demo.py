@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=d.n, help=f"synthderm images (default {d.n})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"baseline training epochs (default {d.epochs})")
     p.add_argument("--max-iters", type=int, default=d.max_iters, help=f"SCP iterations (default {d.max_iters})")
+    p.add_argument("--synth-dark-contrast", type=float, default=d.dark_contrast,
+                   help=f"lesion contrast on dark skin (default {d.dark_contrast}; 1.0 removes that bias and leaves "
+                        "the class-prior shift and the 20%% share of dark skin)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     seeds = tuple(int(s) for s in str(args.seeds).split(",") if s.strip())
     res = demo(DemoConfig(n=args.n, epochs=args.epochs, max_iters=args.max_iters, seeds=seeds,
-                          progress=not args.quiet), out=args.out)
+                          dark_contrast=args.synth_dark_contrast, progress=not args.quiet), out=args.out)
     for line in res.findings:
         print(line)
     print(f"demo finished in {res.seconds / 60:.1f} min")
