@@ -143,3 +143,19 @@ def test_cli_writes_the_report_and_prints_the_findings(runs, tmp_path):
     md = (out / "report.md").read_text()
     assert (out / "plots" / "cut-response.png").stat().st_size > 10_000
     assert md.count("| random |") == 2   # one table row per cut size, averaged over the draws
+
+
+def test_a_mistyped_option_leaves_no_folder_behind(runs, tmp_path):
+    from equiprune.methods.scp import SCPConfig, scp_from_run
+    from equiprune.surgery import SurgeryError
+
+    out = tmp_path / "cuts"
+    with pytest.raises(SurgeryError, match="no layer 'features.99'"):
+        cut_response_from_run(runs["child_a"], CutResponseConfig(layer="features.99", **SMALL), out)
+    with pytest.raises(ValueError, match="fractions"):
+        cut_response_from_run(runs["child_a"], CutResponseConfig(layer="features.18", fractions=(2.0,)), out)
+    with pytest.raises(SurgeryError, match="Linear"):
+        scp_from_run(runs["child_a"], SCPConfig(layer="classifier.0"), tmp_path / "scp")
+    assert not out.exists() and not (tmp_path / "scp").exists()
+    # The corrected command then runs into the same folder.
+    assert cut_response_from_run(runs["child_a"], CutResponseConfig(layer="features.18", **SMALL), out).rows

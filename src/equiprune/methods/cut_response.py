@@ -31,7 +31,7 @@ from ..models import example_input, last_conv_name
 from ..scoring import l1_channel_scores, random_channel_scores, snnl_fair_scores
 from ..surgery import layer_out_channels, prune_channels
 from .runs import start_child_run
-from .scp import scoring_dataset
+from .scp import check_layer, scoring_dataset
 
 CHOICES = ("snnl", "snnl_high", "l1", "random")
 CHOICE_LABELS = {"snnl": "lowest SNNL-Fair (SCP)", "snnl_high": "highest SNNL-Fair", "l1": "smallest L1",
@@ -271,7 +271,7 @@ def cut_response_from_run(run: str | Path, cfg: CutResponseConfig, out: str | Pa
     settings resumes, other settings are an error. `snnl_scores`: the layer's
     SNNL-Fair scores if already known (an SCP run of the same model has them).
     """
-    parent, rd = start_child_run(run, out, "cut_response", cfg)
+    parent, rd = start_child_run(run, out, "cut_response", cfg, check=lambda r: check_layer(r.model, cfg.layer))
     result = cut_response(parent.model, parent.splits(), cfg, run_dir=rd,
                           image_size=int(parent.arch.get("image_size", 64)), snnl_scores=snnl_scores)
     findings = result.findings()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
@@ -106,17 +106,24 @@ def refuse_reprogrammed(run: LoadedRun, verb: str, made: str) -> None:
 
 
 def start_child_run(parent_path: str | Path, out: str | Path, kind: str, settings: Any,
-                    **more: Any) -> tuple[LoadedRun, RunDir]:
+                    check: Callable[[LoadedRun], None] | None = None, **more: Any) -> tuple[LoadedRun, RunDir]:
     """Open the parent run and create (or resume) the child run folder `out`.
 
     The child's config.json records the parent, the lineage and the vanilla
     baseline; re-running with the same settings resumes, other settings are an error.
+    `settings.validate()` (when it has one) and `check(parent)` run before the
+    folder is created, so a mistyped option leaves no folder that a corrected
+    command would then refuse as holding other settings.
     """
+    if hasattr(settings, "validate"):
+        settings.validate()
     parent = open_run(parent_path)
     refuse_reprogrammed(parent, "prune", "pruned")
-    rd = RunDir(out)
-    if rd.path.resolve() == parent.run.path.resolve():
+    if check is not None:
+        check(parent)
+    if Path(out).resolve() == parent.run.path.resolve():
         raise RunError("--out must be a new folder, not the --run folder itself")
+    rd = RunDir(out)
     rd.check_or_write_config(child_config(parent, kind, settings, **more),
                              keys=["kind", "parent", "data", "arch", "settings"])
     return parent, rd

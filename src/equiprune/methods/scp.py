@@ -67,6 +67,14 @@ class SCPResult:
         return self.loop.model
 
 
+def check_layer(model: nn.Module, layer: str | None) -> str:
+    """The conv layer to score and cut (`layer`, or the last conv); SurgeryError names the valid ones."""
+    from ..models import last_conv_name
+    name = layer or last_conv_name(model)
+    layer_out_channels(model, name)
+    return name
+
+
 def scoring_dataset(splits: Any, split: str) -> Any:
     """The split used for scoring, always with the test-time transform (as the reference does)."""
     ds = getattr(splits, split)
@@ -153,6 +161,7 @@ def scp_from_run(parent_path: str | Path, cfg: SCPConfig, out: str | Path,
         # An unstructured FairPrune/OBD parent: its zeros are its method, fine-tuning must not undo them.
         cfg = replace(cfg, keep_zeros=True)
     parent, rd = start_child_run(parent_path, out, kind=f"scp-{cfg.scorer}", settings=cfg,
+                                 check=lambda run: check_layer(run.model, cfg.layer),
                                  method=SCORER_LABELS[cfg.scorer])
     splits = parent.splits()
     result = run_scp(parent.model, splits, cfg, run_dir=rd, arch=parent.arch, scores_before=scores_before)
