@@ -128,6 +128,8 @@ def test_run_folder_resumes_and_refuses_other_settings(runs, tmp_path):
         cut_response_from_run(runs["child_a"], CutResponseConfig(**{**SMALL, "random_draws": 3}), out)
     with pytest.raises(RunError):
         cut_response_from_run(runs["child_a"], cfg, runs["child_a"])
+    with pytest.raises(RunError, match="cut-response folder .* keeps no model"):
+        open_run(out)   # what `audit --run` / `report` on this folder meet
 
 
 def test_cli_writes_the_report_and_prints_the_findings(runs, tmp_path):

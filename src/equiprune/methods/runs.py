@@ -58,6 +58,9 @@ def open_run(path: str | Path) -> LoadedRun:
     rd = RunDir(path, create=False)
     cfg = rd.read_config()
     if not rd.model_path.exists():
+        if cfg.get("kind") == "cut_response":
+            raise RunError(f"{rd.path} is a cut-response folder (a diagnostic, it keeps no model); its results are "
+                           f"in {rd.path / 'report.html'}. Pass the run it was made from ({cfg.get('parent')}).")
         raise RunError(f"{rd.path} has no {RunDir.MODEL}; did its run finish? Re-run its command to resume it.")
     if "data" not in cfg:
         raise RunError(f"{rd.path / RunDir.CONFIG} has no 'data' section; it was not written by equiprune")
