@@ -27,7 +27,7 @@ from torch import nn
 
 from ..engine import RunDir
 from ..engine.train import evaluate
-from ..models import example_input, last_conv_name
+from ..models import example_input
 from ..scoring import l1_channel_scores, random_channel_scores, snnl_fair_scores
 from ..surgery import layer_out_channels, prune_channels
 from .runs import start_child_run
@@ -104,9 +104,13 @@ class CutResponseResult:
         return cut_response_findings(self.to_dict())
 
 
+def _cut_size(channels: int, fraction: float) -> int:
+    return min(channels - 1, max(1, int(round(fraction * channels))))
+
+
 def cut_counts(channels: int, fractions: tuple[float, ...]) -> list[int]:
     """Channels cut for each fraction (at least 1, never all, no repeats)."""
-    return sorted({min(channels - 1, max(1, int(round(f * channels)))) for f in fractions})
+    return sorted({_cut_size(channels, f) for f in fractions})
 
 
 def _orders(model: nn.Module, layer: str, splits: Any, cfg: CutResponseConfig,
@@ -145,7 +149,7 @@ def cut_response(model: nn.Module, splits: Any, cfg: CutResponseConfig, run_dir:
     """
     cfg.validate()
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
-    layer = cfg.layer or last_conv_name(model)
+    layer = check_layer(model, cfg.layer)
     channels = layer_out_channels(model, layer)
     stored = (rd.read_metrics().get(SECTION) if rd is not None else None) or {}
     if stored.get("layer") != layer:
@@ -172,7 +176,7 @@ def cut_response(model: nn.Module, splits: Any, cfg: CutResponseConfig, run_dir:
         metrics, _ = evaluate(model.eval(), dataset)
         rows.append(_row(metrics, 0, 0.0, "none", 0))
         save()
-    fraction_of = {min(channels - 1, max(1, int(round(f * channels)))): f for f in cfg.fractions}
+    fraction_of = {_cut_size(channels, f): f for f in cfg.fractions}
     todo = [(k, choice, draw) for k in cut_counts(channels, cfg.fractions) for (choice, draw) in orders
             if (k, choice, draw) not in done]
     bar = _progress(len(todo), cfg.progress)
