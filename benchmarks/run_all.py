@@ -3,7 +3,7 @@
 The quick ones run by default; `--all` adds the long ones: the comparison table (20+ minutes on
 2 cores), the demo over three seeds (about 10 minutes) and the SCP premise
 check at every layer of the demo's baseline, and the cut response (with and without
-the contrast bias; trains one more baseline).
+the contrast bias; trains one more baseline) at the last layer and at every conv layer.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 QUICK = ["bench_throughput.py", "bench_pruned_latency.py", "bench_snnl.py"]
-LONG = ["bench_table.py", "bench_demo.py", "bench_premise_layers.py", "bench_cut_response.py"]
+LONG = ["bench_table.py", "bench_demo.py", "bench_premise_layers.py", "bench_cut_response.py", "bench_cut_layers.py"]
 
 
 def main() -> int:
