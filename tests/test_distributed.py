@@ -277,6 +277,7 @@ def test_prune_scp_under_torchrun(tmp_path):
     pruned, _, _ = load_checkpoint(out / "model.pt")
     layer = metrics["snnl_scores"]["layer"]
     before = parent.get_submodule(layer).out_channels
+    assert f"cut-response --run {base} --layer {layer} --out {out}-cuts" in proc.stdout  # the next check to run
     kept = metrics["selection"]["best_iter"]
     assert pruned.get_submodule(layer).out_channels == before - 2 * kept
     it1, _, _ = load_checkpoint(out / "iterations" / "1" / "model.pt")

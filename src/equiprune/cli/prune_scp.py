@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .common import FINETUNE_LR, add_runtime_args, add_train_args, add_variant_arg, done, train_config_from_args
 
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     loop = result.loop
     if result.null:
         print(f"premise check: {null_check_text(result.null)}")
+        print(f"whether cutting these channels moves the gap at all, before fine-tuning: equiprune prune "
+              f"cut-response --run {args.run} --layer {loop.layer} --out {Path(args.out)}-cuts")
     print(f"kept iteration {loop.best_iter}: {loop.channels_removed} channels cut from {loop.layer} "
           f"({loop.stop_reason})")
     done("run folder", args.out)
