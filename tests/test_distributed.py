@@ -287,3 +287,28 @@ def test_prune_scp_under_torchrun(tmp_path):
     single = snnl_fair_scores(parent, layer, scoring_dataset(parent_run.splits(), "train"), progress=False)
     np.testing.assert_allclose(metrics["snnl_scores"]["before"], single, rtol=0, atol=1e-6)
     assert metrics["history"][1]["removed"] == sorted(np.argsort(single, kind="stable")[:2].tolist())
+
+
+def test_cut_response_under_torchrun_equals_one_process(tmp_path):
+    from equiprune.cli import main
+
+    base = tmp_path / "base"
+    assert main(["train", "--data", "synthderm", "--synth-n", "400", "--image-size", "32", "--width", "0.125",
+                 "--epochs", "1", "--out", str(base), "--quiet"]) == 0
+    args = ["prune", "cut-response", "--run", str(base), "--fractions", "0.25", "0.5", "--draws", "2", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "single")]) == 0
+    env = {**os.environ, **_loopback_env()}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD),
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+           "-m", "equiprune", "--", *args, "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SPAWN_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("report: ") == 1  # rank 1 prints nothing
+    one = json.loads((tmp_path / "single" / "metrics.json").read_text())["cut_response"]
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["cut_response"]
+    assert len(ddp["rows"]) == len(one["rows"]) == 1 + 2 * (3 + 2)
+    for a, b in zip(one["rows"], ddp["rows"]):
+        assert (a["k"], a["choice"], a["draw"]) == (b["k"], b["choice"], b["draw"])
+        assert a["eodd"] == pytest.approx(b["eodd"], abs=1e-9) and a["f1"] == pytest.approx(b["f1"], abs=1e-9)
+    np.testing.assert_allclose(ddp["snnl_scores"], one["snnl_scores"], rtol=0, atol=1e-6)
+    assert (tmp_path / "ddp" / "report.html").exists()

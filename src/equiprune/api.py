@@ -43,9 +43,10 @@ def cut_response(run: str | Path, cfg: CutResponseConfig, out: str | Path) -> Cu
 
     Writes `out`/metrics.json and `out`/report.html; resumes when run again.
     """
+    from .engine import on_main
     from .report.cut_response_report import write_cut_response_report
     result = cut_response_from_run(run, cfg, out)
-    write_cut_response_report(out)
+    on_main(write_cut_response_report, out)  # one writer under torchrun
     return result
 
 
