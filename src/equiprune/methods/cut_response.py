@@ -248,8 +248,8 @@ def cut_response_findings(section: dict[str, Any]) -> list[str]:
         lost_w, lost_b = accs[worse] - r[f"acc_g{worse}"], accs[better] - r[f"acc_g{better}"]
         who = (f"the worse-served group ({name(worse)}) lost more" if lost_w > lost_b
                else f"the better-served group ({name(better)}) lost more")
-        out.append(f"At the largest cut ({k} of {section.get('channels')} channels) accuracy fell by "
-                   f"{lost_w:.3f} for {name(worse)} and {lost_b:.3f} for {name(better)}: {who}.")
+        out.append(f"At the largest cut ({k} of {section.get('channels')} channels) accuracy changed by "
+                   f"{-lost_w:+.3f} for {name(worse)} and {-lost_b:+.3f} for {name(better)}: {who}.")
         if lost_w > lost_b and not below:
             out.append("So on this model and layer the channels that separate the groups serve the worse-served "
                        "group more than they cause its gap: cutting them costs that group the most accuracy and "
