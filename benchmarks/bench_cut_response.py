@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from demo_run import demo_baseline
 from equiprune import api
 from equiprune.data import DataConfig, SynthDermConfig
 from equiprune.engine import TrainConfig
@@ -37,11 +38,6 @@ from equiprune.report.cut_response_report import cut_response_frame
 from equiprune.report.tables import frame_to_markdown
 
 FRACTIONS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.6)
-
-
-def _demo_baseline() -> Path | None:
-    found = [Path(p) for p in ("runs/bench-demo/baseline", "runs/demo/baseline") if (Path(p) / "model.pt").exists()]
-    return found[0] if found else None
 
 
 def _train_unbiased(out: Path) -> Path:
@@ -62,9 +58,8 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     models: dict[str, Path] = {}
-    demo_base = _demo_baseline()
+    demo_base = demo_baseline()
     if demo_base is None:
-        print("error: no demo baseline; run `make demo` or benchmarks/bench_demo.py first", file=sys.stderr)
         return 2
     models["demo"] = demo_base
     if not args.skip_train:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from demo_run import demo_baseline
 from equiprune.methods.runs import open_run
 from equiprune.methods.scp import scoring_dataset
 from equiprune.scoring import snnl_null_check
@@ -30,13 +31,10 @@ def main() -> int:
     ap.add_argument("--run", default=None, help="run folder (default: the demo's baseline)")
     ap.add_argument("--draws", type=int, default=4)
     args = ap.parse_args()
-    if args.run is None:
-        found = [p for p in ("runs/bench-demo/baseline", "runs/demo/baseline") if (Path(p) / "model.pt").exists()]
-        args.run = found[0] if found else "runs/demo/baseline"
-    if not (Path(args.run) / "model.pt").exists():
-        print(f"error: {args.run} holds no trained model; run `make demo` first or pass --run RUN_DIR",
-              file=sys.stderr)
+    run_dir = demo_baseline(args.run)
+    if run_dir is None:
         return 2
+    args.run = str(run_dir)
     run = open_run(args.run)
     data = scoring_dataset(run.splits(), "train")
     rows = []
