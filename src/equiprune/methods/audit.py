@@ -414,7 +414,7 @@ def _resolve_baseline(run_path: Path, config: dict[str, Any], baseline_run: str 
     return path, "config.json", notes
 
 
-def stored_name(split: str) -> str:
+def predictions_name(split: str) -> str:
     """File name of a run's stored per-image predictions on `split`."""
     return f"predictions_{split}.csv"
 
@@ -427,7 +427,7 @@ def _stored_audit(rd: RunDir, cfg: AuditConfig) -> tuple[Predictions, dict[str, 
     stored cost lacks the latency this audit asks for.
     """
     section = rd.read_metrics().get(audit_section_name(cfg.split)) or {}
-    f = rd.file(stored_name(cfg.split))
+    f = rd.file(predictions_name(cfg.split))
     if not section.get("model_sha256") or not f.exists() or section.get("split") != cfg.split:
         return None
     cost = section.get("cost")
@@ -502,7 +502,7 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
         meta = dataset.meta
         extra = {f"meta_{c}": meta[c].to_numpy()[result.predictions.index]
                  for c in result.multigroup["column"].split(",")}
-    name = stored_name(cfg.split)
+    name = predictions_name(cfg.split)
     tmp = rd.file(name + ".tmp")
     predictions_to_frame(result.predictions, extra).to_csv(tmp, index=False)
     tmp.replace(rd.file(name))

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import PairedInterval, paired_bootstrap
-from .audit import AuditConfig, AuditError
+from .audit import AuditConfig, AuditError, predictions_name
 
 __all__ = ["run_predictions", "check_same_items", "paired_runs"]
 
 
 def run_predictions(run: str | Path, split: str = "test") -> pd.DataFrame:
     """The stored per-image predictions of an audited run (columns index, y_true, y_pred, group, ...)."""
-    f = Path(run) / f"predictions_{split}.csv"
+    f = Path(run) / predictions_name(split)
     if not f.exists():
         raise AuditError(f"{run} has no {f.name}; audit it first (equiprune audit --run {run} --split {split})")
     return pd.read_csv(f)

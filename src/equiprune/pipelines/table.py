@@ -36,7 +36,7 @@ import pandas as pd
 from ..data import DataConfig, SynthDermConfig
 from ..engine import RunDir, TrainConfig, read_json, write_json
 from ..metrics import FATE_CRITERIA, MetricsError, bootstrap_samples, fate, group_fairness
-from ..methods.audit import AuditConfig, audit_run, audit_section_name
+from ..methods.audit import AuditConfig, audit_run, audit_section_name, predictions_name
 from ..methods.paired_runs import check_same_items, run_predictions
 from ..report import audit_and_report, compare_runs
 from ..report.html import Section, write_page
@@ -342,7 +342,7 @@ def run_table(out: str | Path, cfg: TableConfig | None = None, base_run: str | P
 def _audit(path: Path, cfg: TableConfig) -> dict[str, Any]:
     section = audit_section_name(cfg.audit.split)
     audit = RunDir(path, create=False).read_metrics().get(section)
-    if not audit or not (path / f"predictions_{cfg.audit.split}.csv").exists():
+    if not audit or not (path / predictions_name(cfg.audit.split)).exists():
         _say(cfg, f"[table] auditing {path}")
         audit = (audit_and_report(path, cfg.audit) if cfg.reports else audit_run(path, cfg.audit)).to_dict()
     return audit

@@ -48,7 +48,7 @@ from torch import nn
 
 from ...engine import RunDir, RunError
 from ...metrics import paired_bootstrap
-from ..audit import audit_model, audit_section_name, predictions_to_frame
+from ..audit import audit_model, audit_section_name, predictions_name, predictions_to_frame
 from ..paired_runs import run_predictions
 from .base import CompressError, CompressResult, measure_cost, resolve_image_size
 from .magnitude import MagnitudeConfig, magnitude_prune
@@ -109,7 +109,7 @@ def _arm(prd: RunDir | None, make: Callable[[RunDir | None], CompressResult], co
 def _predictions_of(prd: RunDir | None, split: str, cache: dict[str, np.ndarray], key: str) -> np.ndarray | None:
     if key in cache:
         return cache[key]
-    if prd is not None and prd.file(f"predictions_{split}.csv").exists():
+    if prd is not None and prd.file(predictions_name(split)).exists():
         return run_predictions(prd.path, split)["y_pred"].to_numpy()
     return None
 
@@ -174,7 +174,7 @@ def order_study(source: Any, cfg: CompressConfig, scp: Any, run_dir: str | Path 
         rec = {**point_record(label, label, result, audit, base_cost), "arm": arm}
         preds[f"{label}/{arm}"] = audit.predictions.y_pred
         if prd is not None:
-            name = f"predictions_{acfg.split}.csv"
+            name = predictions_name(acfg.split)
             predictions_to_frame(audit.predictions).to_csv(prd.file(name), index=False)
             prd.set_section(audit_section_name(acfg.split), audit.to_dict())
             rd.append_history(rec)
