@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..engine import RunDir
+from ..engine.distributed import progress_enabled
 from ..engine.train import evaluate
 from ..models import example_input
 from ..scoring import l1_channel_scores, random_channel_scores, snnl_fair_scores
@@ -179,7 +181,8 @@ def cut_response(model: nn.Module, splits: Any, cfg: CutResponseConfig, run_dir:
     fraction_of = {_cut_size(channels, f): f for f in cfg.fractions}
     todo = [(k, choice, draw) for k in cut_counts(channels, cfg.fractions) for (choice, draw) in orders
             if (k, choice, draw) not in done]
-    bar = _progress(len(todo), cfg.progress)
+    bar = tqdm(total=len(todo), desc="cut response", unit="cut", leave=False,
+               disable=not progress_enabled(cfg.progress))
     for k, choice, draw in todo:
         cut_model = copy.deepcopy(model)
         idx = sorted(int(i) for i in np.argsort(orders[(choice, draw)], kind="stable")[:k])
@@ -187,23 +190,14 @@ def cut_response(model: nn.Module, splits: Any, cfg: CutResponseConfig, run_dir:
         metrics, _ = evaluate(cut_model.eval(), dataset)
         rows.append(_row(metrics, k, fraction_of[k], choice, draw))
         save()
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         say(f"cut {k} channels by {CHOICE_LABELS[choice]}" + (f" (draw {draw})" if choice == "random" else "")
             + f": {cfg.split} {cfg.fair_metric} {metrics[cfg.fair_metric]:.4f}, macro-F1 {metrics['f1']:.4f}",
             echo=False)
-    if bar is not None:
-        bar.close()
+    bar.close()
     rows.sort(key=lambda r: (r["k"], CHOICES.index(r["choice"]) if r["choice"] in CHOICES else -1, r["draw"]))
     save()
     return CutResponseResult(layer=layer, channels=channels, rows=rows, config=cfg, group_names=group_names)
-
-
-def _progress(total: int, on: bool) -> Any:
-    if not on or total == 0:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc="cut response", unit="cut", leave=False)
 
 
 def cut_response_findings(section: dict[str, Any]) -> list[str]:
