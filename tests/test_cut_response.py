@@ -107,13 +107,13 @@ def _section(snnl_eodd, random_eodd, acc_after=(0.95, 0.5)):
 
 def test_findings_say_when_the_premise_fails_holds_or_cannot_be_told():
     fails = cut_response_findings(_section((0.15, 0.2), (0.09, 0.11)))
-    assert "at 0 of 2 sizes, a larger one at 2 (10, 20 channels)" in fails[0]
+    assert "at 0 of 2 sizes, a larger one than all of them at 2 (10, 20 channels)" in fails[0]
     assert "changed by -0.160 for dark and -0.010 for light" in fails[1] and "worse-served group (dark) lost more" in fails[1]
     assert "premise does not hold" in fails[2]
     holds = cut_response_findings(_section((0.05, 0.04), (0.09, 0.11), acc_after=(0.80, 0.65)))
     assert "at 2 of 2 sizes (10, 20 channels)" in holds[0] and "carry part of the gap" in holds[2]
     chance = cut_response_findings(_section((0.10, 0.10), (0.09, 0.11), acc_after=(0.96, 0.66)))
-    assert "inside their range at 2" in chance[0] and "does not move the gap beyond chance" in chance[2]
+    assert "within their range at 2" in chance[0] and "does not move the gap beyond chance" in chance[2]
     assert cut_response_findings({"rows": []}) == []
 
 

@@ -229,8 +229,9 @@ def cut_response_findings(section: dict[str, Any]) -> list[str]:
         where = lambda ks: f" ({', '.join(map(str, ks))} channels)" if ks else ""  # noqa: E731
         out.append(f"Cutting the lowest-SNNL-Fair channels of {layer} (what SCP cuts), with no fine-tuning, left "
                    f"a smaller {split} {label} than every one of {draws} random cuts of the same size at "
-                   f"{len(below)} of {n} sizes{where(below)}, a larger one at {len(above)}{where(above)} and one "
-                   f"inside their range at {len(inside)}; the uncut model's {label} is {base[metric]:.3f}.")
+                   f"{len(below)} of {n} sizes{where(below)}, a larger one than all of them at {len(above)}"
+                   f"{where(above)}, and one within their range at {len(inside)}; the uncut model's {label} is "
+                   f"{base[metric]:.3f}.")
     names = list(section.get("group_names") or [])
     accs = {g: base.get(f"acc_g{g}") for g in range(len(names) or 2) if base.get(f"acc_g{g}") is not None}
     if len(accs) == 2:
