@@ -13,7 +13,6 @@ runs/bench-cut/layers/ (an interrupted run resumes).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo_run import demo_baseline
+from demo_run import parse_run_args
 from equiprune import api
 from equiprune.methods.cut_response import CutResponseConfig
 from equiprune.methods.runs import open_run
@@ -31,14 +30,9 @@ FRACTIONS = (0.1, 0.2, 0.4)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", default=None, help="run folder (default: the demo's baseline)")
-    ap.add_argument("--draws", type=int, default=5)
-    args = ap.parse_args()
-    run_dir = demo_baseline(args.run)
-    if run_dir is None:
+    args = parse_run_args(__doc__, draws=5)
+    if args is None:
         return 2
-    args.run = str(run_dir)
     t0 = time.time()
     layers = conv_layer_names(open_run(args.run).model)
     rows, findings = [], {}

@@ -13,28 +13,22 @@ bench_demo.py) or else runs/demo/baseline (from `make demo`).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from demo_run import demo_baseline
+from demo_run import parse_run_args
 from equiprune.methods.runs import open_run
 from equiprune.methods.scp import scoring_dataset
 from equiprune.scoring import snnl_null_check
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", default=None, help="run folder (default: the demo's baseline)")
-    ap.add_argument("--draws", type=int, default=4)
-    args = ap.parse_args()
-    run_dir = demo_baseline(args.run)
-    if run_dir is None:
+    args = parse_run_args(__doc__, draws=4)
+    if args is None:
         return 2
-    args.run = str(run_dir)
     run = open_run(args.run)
     data = scoring_dataset(run.splits(), "train")
     rows = []

@@ -1,6 +1,7 @@
 """The demo's baseline, which several benchmarks study (imported by the bench_*.py scripts next to it)."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -18,3 +19,16 @@ def demo_baseline(run: str | None = None) -> Path | None:
               "or pass --run RUN_DIR", file=sys.stderr)
         return None
     return Path(run)
+
+
+def parse_run_args(doc: str | None, draws: int) -> argparse.Namespace | None:
+    """`--run` (default: the demo's baseline, resolved and checked) and `--draws`; None when there is no model."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default=None, help="run folder (default: the demo's baseline)")
+    ap.add_argument("--draws", type=int, default=draws)
+    args = ap.parse_args()
+    run_dir = demo_baseline(args.run)
+    if run_dir is None:
+        return None
+    args.run = str(run_dir)
+    return args
