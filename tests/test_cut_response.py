@@ -115,6 +115,10 @@ def test_findings_say_when_the_premise_fails_holds_or_cannot_be_told():
     chance = cut_response_findings(_section((0.10, 0.10), (0.09, 0.11), acc_after=(0.96, 0.66)))
     assert "within their range at 2" in chance[0] and "does not move the gap beyond chance" in chance[2]
     assert cut_response_findings({"rows": []}) == []
+    # A model that predicts one class loses no accuracy anywhere: no group is named as the loser.
+    same = cut_response_findings(_section((0.10, 0.10), (0.10, 0.10), acc_after=(0.96, 0.66)))
+    assert "changed by +0.000 for dark and +0.000 for light: both groups changed alike" in same[1]
+    assert "lost more" not in same[1] and "premise does not hold" not in same[2]
 
 
 def test_run_folder_resumes_and_refuses_other_settings(runs, tmp_path):

@@ -62,6 +62,23 @@ def test_fairness_rule(splits32):
     assert len(res.history) == 2 and "fairness gain" in res.stop_reason
 
 
+def test_a_start_model_without_gap_logs_fate_as_undefined(splits32):
+    # A model that always predicts class 0 has Eodd 0 before and after any cut, so FATE divides by 0.
+    model = _model()
+    with torch.no_grad():
+        model.classifier[-1].weight.zero_()
+        model.classifier[-1].bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
+    lines = []
+    cfg = LoopConfig(n=2, max_iters=2, th_acc=1.0, th_fair=-1.0, finetune=_ft(0), progress=False)
+    res = run_prune_loop(model, splits32, cfg, lambda m, l, i: np.zeros(m.get_submodule(l).out_channels),
+                         log=lines.append)
+    assert res.history[0]["val_eodd"] == 0 and len(res.history) == 3
+    assert all(np.isnan(r["fate"]) for r in res.history[1:]) and res.best_iter == 0
+    assert "FATE undefined (the start model's val eodd is 0: no gap to reduce)" in lines[1]
+    assert lines[-1].startswith("kept iteration 0: FATE undefined")
+    assert "nan" not in " ".join(lines).lower()
+
+
 def test_resume_continues_after_last_iteration(tmp_path, splits32):
     cfg = LoopConfig(n=2, max_iters=1, th_acc=1.0, th_fair=-1.0, finetune=_ft(1), progress=False)
     score = lambda m, l, i: np.arange(m.get_submodule(l).out_channels, dtype=float)  # noqa: E731

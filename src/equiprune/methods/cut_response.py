@@ -241,11 +241,15 @@ def cut_response_findings(section: dict[str, Any]) -> list[str]:
         k = max(snnl)
         r = snnl[k]
         lost_w, lost_b = accs[worse] - r[f"acc_g{worse}"], accs[better] - r[f"acc_g{better}"]
-        who = (f"the worse-served group ({name(worse)}) lost more" if lost_w > lost_b
+        # Equal as printed (a model that predicts one class loses nothing anywhere): name no loser.
+        alike = round(lost_w, 3) == round(lost_b, 3)
+        who = ("both groups changed alike" if alike
+               else f"the worse-served group ({name(worse)}) lost more" if lost_w > lost_b
                else f"the better-served group ({name(better)}) lost more")
         out.append(f"At the largest cut ({k} of {section.get('channels')} channels) accuracy changed by "
-                   f"{-lost_w:+.3f} for {name(worse)} and {-lost_b:+.3f} for {name(better)}: {who}.")
-        if lost_w > lost_b and not below:
+                   f"{r[f'acc_g{worse}'] - accs[worse]:+.3f} for {name(worse)} and "
+                   f"{r[f'acc_g{better}'] - accs[better]:+.3f} for {name(better)}: {who}.")
+        if lost_w > lost_b and not alike and not below:
             out.append("So on this model and layer the channels that separate the groups serve the worse-served "
                        "group more than they cause its gap: cutting them costs that group the most accuracy and "
                        "never narrows the gap below what random cuts do. SCP's premise does not hold here.")

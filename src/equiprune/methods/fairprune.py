@@ -79,7 +79,7 @@ from ..scoring.saliency import (
     select_smallest,
 )
 from ..surgery import layer_out_channels
-from .prune_loop import (FAIR_METRICS, LoopConfig, LoopResult, default_finetune, judge_iteration,
+from .prune_loop import (FAIR_METRICS, LoopConfig, LoopResult, default_finetune, fate_text, judge_iteration,
                          run_prune_loop, select_iteration)
 from .scp import scoring_dataset
 
@@ -447,7 +447,7 @@ def _run_unstructured(model: nn.Module, splits: Any, cfg: FairPruneConfig, rd: R
         history.append(rec)
         stop_reason = rec["stop"] or ""
         rd.log(f"iteration {k}: {pruned} of {total} parameters pruned ({pruned / total:.1%}), val F1 "
-               f"{val['f1']:.4f}, val {cfg.fair_metric} {val[cfg.fair_metric]:.4f}, FATE {rec['fate']:+.4f}"
+               f"{val['f1']:.4f}, val {cfg.fair_metric} {val[cfg.fair_metric]:.4f}, {fate_text(rec['fate'], lc)}"
                + (f" — stop: {stop_reason}" if stop_reason else ""), echo=cfg.progress)
     best = select_iteration(history, cfg.selection)
     model, _, _ = load_checkpoint(_iter_dir(rd, best) / "model.pt")
