@@ -69,3 +69,57 @@ def test_kill_and_resume_continues_from_last_epoch(tmp_path):
     other = subprocess.run(_cmd("train", *TINY, "--epochs", "5", "--out", str(out)), env=env,
                            capture_output=True, text=True, timeout=300)
     assert other.returncode == 2 and "other settings" in other.stderr
+
+
+def _skin_type_csv(tmp_path: Path, n: int = 120) -> list[str]:
+    """A CSV whose group column holds Fitzpatrick types as Roman numerals, with placeholder images."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"im{i}.png")
+    pd.DataFrame({"file": [f"im{i}.png" for i in range(n)],
+                  "diagnosis": [("nevus", "melanoma")[i % 2] for i in range(n)],
+                  "skin_type": [("I", "II", "III", "IV", "V", "VI")[(i // 2) % 6] for i in range(n)],
+                  }).to_csv(tmp_path / "table.csv", index=False)
+    return ["--data", "csv", "--metadata", str(tmp_path / "table.csv"), "--root", str(tmp_path / "imgs"),
+            "--image-column", "file", "--label-column", "diagnosis", "--group-column", "skin_type",
+            "--image-size", "32", "--width", "0.125", "--epochs", "1", "--quiet"]
+
+
+def test_a_many_valued_group_column_is_mapped_to_two_groups_on_the_command_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EQUIPRUNE_CACHE", str(tmp_path / "cache"))
+    args, out = _skin_type_csv(tmp_path), tmp_path / "run"
+    assert main(["train", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'skin_type'" in err and "gives 6 group(s) (I, II, III, IV, V, VI)" in err
+    assert "--group-map I,II,III=0 IV,V,VI=1" in err
+    # Refused before a folder or an image cache exists, so the corrected command starts clean.
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    assert main(["train", *args, "--group-map", "I,II", "--out", str(out)]) == 2
+    assert "VALUES=GROUP" in capsys.readouterr().err and not out.exists()
+    assert main(["train", *args, "--group-map", "I,II,III=0", "IV,V,VI=1", "--group-names", "light", "dark",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["group_map"] == {"I": 0, "II": 0, "III": 0, "IV": 1, "V": 1, "VI": 1}
+    assert data["group_names"] == ["light", "dark"]
+    from equiprune.methods.runs import open_run
+
+    test = open_run(out).splits().test     # a child verb sees the same two groups
+    assert set(test.groups.tolist()) == {0, 1}
+    assert all((g == 1) == (t in ("IV", "V", "VI")) for g, t in zip(test.groups, test.meta.skin_type))
+
+
+def test_parse_group_map():
+    from equiprune.cli.common import parse_group_map
+
+    assert parse_group_map(None) is None
+    assert parse_group_map(["female=0", "male=1"]) == {"female": 0, "male": 1}
+    assert parse_group_map(["1, 2,3=0", "4,5,6,-1=1"]) == {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1, "6": 1, "-1": 1}
+    for bad, msg in ((["I,II"], "VALUES=GROUP"), (["=0"], "VALUES=GROUP"), (["I=x"], "VALUES=GROUP"),
+                     (["I,,II=0"], "empty value"), (["I=0", "I=1"], "in group 0 and in group 1")):
+        with pytest.raises(ValueError, match=msg):
+            parse_group_map(bad)

@@ -305,3 +305,23 @@ def test_generic_csv_loader(tmp_path):
     df.drop(columns="tone").to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match=r"t\.csv lacks column\(s\) \['tone'\]; its columns are"):
         load_splits(cfg)
+
+
+def test_two_groups_are_required_before_any_image_is_read(tmp_path):
+    """A group column with more values is fine for the data layer, but training asks for two first."""
+    types = ["I", "II", "III", "IV", "V", "VI"]
+    df = pd.DataFrame({"file": [f"img{i}.png" for i in range(60)], "diagnosis": ["a", "b"] * 30,
+                       "skin_type": [types[i % 6] for i in range(60)]})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "imgs").mkdir()   # no image in it: the check must come first
+    cfg = DataConfig(name="csv", root=str(tmp_path / "imgs"), metadata=str(tmp_path / "t.csv"), image_column="file",
+                     label_column="diagnosis", group_column="skin_type", image_size=16, progress=False)
+    with pytest.raises(DataError, match=r"'skin_type' of .*t\.csv gives 6 group\(s\) \(I, II, III, IV, V, VI\)"):
+        load_splits(cfg, two_groups=True)
+    with pytest.raises(DataError, match="missing"):   # without the check it goes on to the images
+        load_splits(cfg)
+    write_jpegs(tmp_path / "imgs", df.file)
+    assert len(load_splits(cfg).group_names) == 6
+    two = DataConfig(**{**cfg.__dict__, "group_map": {t: int(i >= 3) for i, t in enumerate(types)}})
+    s = load_splits(two, two_groups=True)
+    np.testing.assert_array_equal(s.test.groups, s.test.meta.skin_type.isin(["IV", "V", "VI"]).astype(int))

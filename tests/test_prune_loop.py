@@ -75,7 +75,7 @@ def test_a_start_model_without_gap_logs_fate_as_undefined(splits32):
     assert res.history[0]["val_eodd"] == 0 and len(res.history) == 3
     assert all(np.isnan(r["fate"]) for r in res.history[1:]) and res.best_iter == 0
     assert "FATE undefined (the start model's val eodd is 0: no gap to reduce)" in lines[1]
-    assert lines[-1].startswith("kept iteration 0: FATE undefined")
+    assert lines[-1].startswith("selected iteration 0, the start model: FATE undefined")
     assert "nan" not in " ".join(lines).lower()
 
 

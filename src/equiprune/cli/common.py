@@ -91,6 +91,11 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False, defau
     g.add_argument("--group-column", default=None,
                    help="metadata column defining the group (default: the papers' coding: Fitzpatrick "
                         "I-III vs IV-VI, ISIC gender)")
+    g.add_argument("--group-map", nargs="+", metavar="VALUES=GROUP", default=None,
+                   help="map the group column's values to groups 0 and 1, e.g. --group-map I,II,III=0 IV,V,VI=1 "
+                        "(default: the papers' coding, else 0/1 columns as they are)")
+    g.add_argument("--group-names", nargs="+", metavar="NAME", default=None,
+                   help="names of group 0 and group 1 in tables and plots, e.g. --group-names light dark")
     g.add_argument("--label-level", choices=["low", "mid", "high"], default="low",
                    help="fitzpatrick17k labels: 114 (low), 9 (mid) or 3 (high) classes")
     g.add_argument("--augment", choices=["auto", "paper", "light", "none"], default="auto",
@@ -109,6 +114,25 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False, defau
     return g
 
 
+def parse_group_map(items: list[str] | None) -> dict[str, int] | None:
+    """``["I,II,III=0", "IV,V,VI=1"]`` -> ``{"I": 0, "II": 0, ..., "VI": 1}`` (None stays None)."""
+    if items is None:
+        return None
+    out: dict[str, int] = {}
+    for item in items:
+        values, sep, group = item.rpartition("=")
+        if not sep or not values.strip() or not group.strip().isdigit():
+            raise ValueError(f"--group-map takes VALUES=GROUP items such as I,II,III=0 IV,V,VI=1 "
+                             f"(comma-separated column values, then = and a group number); got {item!r}")
+        for value in (v.strip() for v in values.split(",")):
+            if not value:
+                raise ValueError(f"--group-map item {item!r} has an empty value between its commas")
+            if out.get(value, int(group)) != int(group):
+                raise ValueError(f"--group-map puts {value!r} in group {out[value]} and in group {int(group)}")
+            out[value] = int(group)
+    return out
+
+
 def data_config_from_args(args: argparse.Namespace, seed: int = 0, progress: bool = True):
     """DataConfig from the options added by `add_data_args` (an unset --image-size keeps DataConfig's default)."""
     from ..data import DataConfig, SynthDermConfig
@@ -117,7 +141,8 @@ def data_config_from_args(args: argparse.Namespace, seed: int = 0, progress: boo
                             dark_contrast=args.synth_dark_contrast)
     size = {} if args.image_size is None else {"image_size": args.image_size}
     return DataConfig(name=args.data, root=args.root, seed=seed, augment=args.augment,
-                      label_level=args.label_level, group_column=args.group_column, metadata=args.metadata,
+                      label_level=args.label_level, group_column=args.group_column,
+                      group_map=parse_group_map(args.group_map), group_names=args.group_names, metadata=args.metadata,
                       image_column=args.image_column, label_column=args.label_column,
                       split_column=args.split_column, missing_images=args.missing_images, max_rows=args.max_rows,
                       progress=progress, synthderm=synth, **size)

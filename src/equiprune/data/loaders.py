@@ -40,7 +40,8 @@ from .errors import DataError
 from .synthderm import generate_synthderm
 from .transforms import build_transforms
 
-__all__ = ["SplitTables", "load_tables", "load_splits", "ISIC_CLASSES", "FITZPATRICK_GROUP_MAP", "NpyImages"]
+__all__ = ["SplitTables", "load_tables", "load_splits", "check_two_groups", "group_column", "ISIC_CLASSES",
+           "FITZPATRICK_GROUP_MAP", "DEFAULT_GROUP_COLUMN", "NpyImages"]
 
 SPLITS = ("train", "val", "test")
 ISIC_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
@@ -48,6 +49,8 @@ ISIC_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
 FITZPATRICK_GROUP_MAP = {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1, "6": 1, "-1": 1}
 FITZPATRICK_GROUP_NAMES = ["light (I-III)", "dark (IV-VI or unknown)"]
 SEX_GROUP_MAP = {"female": 0, "male": 1}
+#: The group column each real dataset reads when DataConfig.group_column is None.
+DEFAULT_GROUP_COLUMN = {"fitzpatrick17k": "fitzpatrick", "isic2019": "gender", "ham10000": "sex", "csv": "group"}
 _FITZ_LEVEL_COLUMN = {"low": "label", "mid": "nine_partition_label", "high": "three_partition_label"}
 _SPLIT_ALIASES = {
     "train": "train", "training": "train",
@@ -118,6 +121,11 @@ def _read_csv(path: Path, required: Sequence[str], what: str = "") -> pd.DataFra
     return df
 
 
+def group_column(cfg: DataConfig) -> str:
+    """The metadata column that defines the group: DataConfig.group_column or the dataset's default."""
+    return cfg.group_column or DEFAULT_GROUP_COLUMN[cfg.name]
+
+
 def _value_key(v) -> str:
     """Normalise a cell to the string used as a group_map key (1.0 -> "1", " male" -> "male")."""
     if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
@@ -173,7 +181,8 @@ def _groups(
     if unmapped:
         raise DataError(
             f"group column {column!r} of {source} has value(s) {unmapped[:10]} that the group mapping "
-            f"{gmap} does not cover; add them to DataConfig.group_map"
+            f"{gmap} does not cover; map them with --group-map (DataConfig.group_map), e.g. "
+            f"--group-map {_map_example(values)}"
         )
     n_groups = max(gmap.values()) + 1
     if min(gmap.values()) < 0:
@@ -276,7 +285,7 @@ def _fitzpatrick_tables(cfg: DataConfig) -> SplitTables:
         tables[split] = df
     for df in tables.values():
         df["image"] = df["md5hash"].astype(str) + ".jpg"
-    group_col = cfg.group_column or "fitzpatrick"
+    group_col = group_column(cfg)
     default = FITZPATRICK_GROUP_MAP if group_col == "fitzpatrick" else None
     names = _groups(tables, group_col, cfg, default, FITZPATRICK_GROUP_NAMES, "fitzpatrick17k")
     return SplitTables(**{s: tables[s].reset_index(drop=True) for s in SPLITS}, classes=classes,
@@ -285,7 +294,7 @@ def _fitzpatrick_tables(cfg: DataConfig) -> SplitTables:
 
 def _isic_tables(cfg: DataConfig) -> SplitTables:
     folder = Path(cfg.metadata) if cfg.metadata else _shipped_tables()
-    group_col = cfg.group_column or "gender"
+    group_col = group_column(cfg)
     tables = {}
     for split, fname in (("train", "isic2019_train.csv"), ("val", "isic2019_val.csv"), ("test", "isic2019_test.csv")):
         path = _find_table(folder, fname)
@@ -317,7 +326,7 @@ def _ham_tables(cfg: DataConfig) -> SplitTables:
         raise DataError("ham10000 needs DataConfig.root (image folder) or DataConfig.metadata (HAM10000_metadata.csv)")
     if not path.is_file():
         raise DataError(f"HAM10000 metadata file {path} does not exist")
-    group_col = cfg.group_column or "sex"
+    group_col = group_column(cfg)
     df = _read_csv(path, ["lesion_id", "image_id", "dx", group_col])
     if group_col == "sex" and cfg.group_map is None:
         known = df["sex"].astype(str).str.strip().str.lower().isin(SEX_GROUP_MAP)
@@ -353,7 +362,7 @@ def _csv_tables(cfg: DataConfig) -> SplitTables:
     path = Path(cfg.metadata)
     if not path.is_file():
         raise DataError(f"CSV table {path} does not exist (DataConfig.metadata)")
-    group_col = cfg.group_column or "group"
+    group_col = group_column(cfg)
     required = [cfg.image_column, cfg.label_column, group_col] + ([cfg.split_column] if cfg.split_column else [])
     df = _read_csv(path, required)
     if cfg.classes:
@@ -479,6 +488,30 @@ def _limit_rows(df: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFra
     return df.iloc[keep].reset_index(drop=True)
 
 
+def _map_example(values: Sequence[str]) -> str:
+    """A --group-map argument splitting `values` (in their order) into two halves, as an example."""
+    half = (len(values) + 1) // 2
+    return f"{','.join(values[:half])}=0 {','.join(values[half:])}=1"
+
+
+def check_two_groups(tables: SplitTables, cfg: DataConfig) -> None:
+    """Stop before any image is decoded when the group column does not give exactly two groups.
+
+    Training, the prune loops and the papers' metrics compare group 0 with
+    group 1; a column with more values (Fitzpatrick types I-VI as written in a
+    CSV, say) needs a mapping to two groups first.
+    """
+    names = list(tables.group_names)
+    if len(names) == 2:
+        return
+    column = group_column(cfg)
+    raise DataError(
+        f"the group column {column!r} of {cfg.metadata or cfg.name} gives {len(names)} group(s) ({', '.join(names)}), "
+        "but training and the fairness metrics compare exactly two (group 0 with group 1). Map its values to "
+        f"two groups with --group-map (DataConfig.group_map), e.g. --group-map {_map_example(names)}, and "
+        "name them with --group-names; for audits over more groups use `equiprune audit --groups COLUMN`.")
+
+
 def _check_groups(frames: dict[str, pd.DataFrame], group_names: list[str], source: str) -> None:
     for split, df in frames.items():
         counts = np.bincount(df["group"].to_numpy(dtype=np.int64), minlength=len(group_names))
@@ -509,19 +542,24 @@ def _synthderm_splits(cfg: DataConfig) -> DataSplits:
     return DataSplits(**ds, classes=list(pool.classes), group_names=list(pool.group_names), num_classes=len(pool.classes))
 
 
-def load_splits(cfg: DataConfig) -> DataSplits:
+def load_splits(cfg: DataConfig, two_groups: bool = False) -> DataSplits:
     """Load train / val / test of ``cfg`` ready for training.
 
     Real datasets: metadata checks (:func:`load_tables`), image-file checks
     (missing files listed, corrupt files named), then every image is decoded
     and resized once into the cache (tqdm bar) and augmented on uint8
-    tensors per epoch. Every split must contain every group.
+    tensors per epoch. Every split must contain every group. ``two_groups``:
+    refuse (before decoding) a group column that does not give exactly two
+    groups, as training and the papers' metrics need.
     """
     cfg.validate()
     if cfg.name == "synthderm":
         return _synthderm_splits(cfg)
     _check_root(cfg)
-    tables = _attach_paths(load_tables(cfg), cfg)
+    tables = load_tables(cfg)
+    if two_groups:
+        check_two_groups(tables, cfg)
+    tables = _attach_paths(tables, cfg)
     frames = {s: _limit_rows(tables.split(s), cfg.max_rows, cfg.seed + i) for i, s in enumerate(SPLITS)}
     _check_groups(frames, tables.group_names, cfg.name)
     size = cfg.stored_size

@@ -80,7 +80,7 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
                          f"`equiprune audit --run {out}`, or give a new --out folder.")
     _, arch, extra = load_model_file(checkpoint)  # fails early, with the loader's message, on a bad file
     data = replace(data, image_size=_resolve_image_size(arch, extra, image_size, checkpoint))
-    notes = _check_classes(arch, extra, load_splits(data), data, checkpoint)
+    notes = _check_classes(arch, extra, load_splits(data, two_groups=True), data, checkpoint)
 
     rd = RunDir(out)
     config = {"kind": "audit", "checkpoint": str(checkpoint.resolve()), "data": asdict(data), "arch": dict(arch),

@@ -447,7 +447,8 @@ def _run_unstructured(model: nn.Module, splits: Any, cfg: FairPruneConfig, rd: R
         history.append(rec)
         stop_reason = rec["stop"] or ""
         rd.log(f"iteration {k}: {pruned} of {total} parameters pruned ({pruned / total:.1%}), val F1 "
-               f"{val['f1']:.4f}, val {cfg.fair_metric} {val[cfg.fair_metric]:.4f}, {fate_text(rec['fate'], lc)}"
+               f"{val['f1']:.4f}, val {cfg.fair_metric} {val[cfg.fair_metric]:.4f}, "
+               f"{fate_text(rec['fate'], lc, start_val)}"
                + (f" — stop: {stop_reason}" if stop_reason else ""), echo=cfg.progress)
     best = select_iteration(history, cfg.selection)
     model, _, _ = load_checkpoint(_iter_dir(rd, best) / "model.pt")

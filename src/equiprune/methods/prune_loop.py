@@ -107,11 +107,13 @@ def _fate(val: dict[str, float], start: dict[str, float], cfg: LoopConfig) -> fl
         return float("nan")
 
 
-def fate_text(f: float | None, cfg: LoopConfig) -> str:
-    """FATE for the log: signed, or why it is undefined (the start model has no gap to reduce)."""
-    if f is None or math.isnan(f):
+def fate_text(f: float | None, cfg: LoopConfig, start: dict[str, float]) -> str:
+    """FATE for the log: signed, or why it is undefined (FATE divides by the start model's values)."""
+    if f is not None and not math.isnan(f):
+        return f"FATE {f:+.4f}"
+    if start.get(cfg.fair_metric) == 0:
         return f"FATE undefined (the start model's val {cfg.fair_metric} is 0: no gap to reduce)"
-    return f"FATE {f:+.4f}"
+    return "FATE undefined (the start model's val macro-F1 is 0)"
 
 
 def judge_iteration(val: dict[str, float], start: dict[str, float], prev_gap: float, k: int,
@@ -240,7 +242,7 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, score_fn: Sco
         else:
             snapshots[k_iter] = copy.deepcopy(model)
         say(f"iteration {k_iter}: cut {len(cut)} channels ({active} left), val F1 {val['f1']:.4f}, "
-            f"val {cfg.fair_metric} {val[cfg.fair_metric]:.4f}, {fate_text(f, cfg)}"
+            f"val {cfg.fair_metric} {val[cfg.fair_metric]:.4f}, {fate_text(f, cfg, start_val)}"
             + (f" — stop: {stop_reason}" if stop_reason else ""))
 
     best = select_iteration(history)
@@ -250,7 +252,8 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, score_fn: Sco
         best_model = snapshots[best]
     later = [r["fate"] for r in history[1:]]
     if later and all(f is None or math.isnan(f) for f in later):
-        say(f"kept iteration 0: {fate_text(None, cfg)}, so no iteration can be chosen by FATE")
+        say(f"selected iteration 0, the start model: {fate_text(None, cfg, start_val)}, "
+            "so no iteration can be chosen by FATE")
     else:
         say(f"selected iteration {best} by validation FATE({cfg.fair_metric}) {history[best]['fate']:+.4f}")
     return LoopResult(model=best_model, best_iter=best, history=history, stop_reason=stop_reason,

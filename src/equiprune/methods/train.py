@@ -72,7 +72,7 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
 def train_from_config(data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig,
                       run_dir: str | Path | None = None) -> TrainRunResult:
     """Build data and model from settings, then `train_model` (what `equiprune train` calls)."""
-    splits = load_splits(data)
+    splits = load_splits(data, two_groups=True)
     arch = {"name": model_cfg.name, "num_classes": splits.num_classes, "width": model_cfg.width,
             "image_size": data.image_size}
     import torch
