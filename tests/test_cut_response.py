@@ -165,3 +165,29 @@ def test_a_mistyped_option_leaves_no_folder_behind(runs, tmp_path):
     assert not out.exists() and not (tmp_path / "scp").exists()
     # The corrected command then runs into the same folder.
     assert cut_response_from_run(runs["child_a"], CutResponseConfig(layer="features.18", **SMALL), out).rows
+
+
+def test_every_pruning_verb_checks_its_settings_before_making_a_folder(runs, tmp_path):
+    """Nested fine-tuning settings and SkewPrune's layers too, not only each method's own fields."""
+    from equiprune.engine import TrainConfig
+    from equiprune.methods.fairprune import FairPruneConfig, fairprune_from_run
+    from equiprune.methods.scp import SCPConfig, scp_from_run
+    from equiprune.methods.skewprune import SkewPruneConfig, SkewPruneError, skewprune_from_run
+
+    bad_ft = TrainConfig(epochs=1, lr=-1.0, progress=False)
+    cases = [
+        (lambda out: scp_from_run(runs["child_a"], SCPConfig(finetune=bad_ft, progress=False), out),
+         ValueError, "finetune: training setting lr must be > 0, got -1.0"),
+        (lambda out: fairprune_from_run(runs["child_a"], FairPruneConfig(
+            method="obd", finetune=TrainConfig(epochs=-1, progress=False), progress=False), out),
+         ValueError, "finetune: training setting epochs must be >= 0, got -1"),
+        (lambda out: skewprune_from_run(runs["child_a"], SkewPruneConfig(layers=["features.99"], progress=False), out),
+         SkewPruneError, r"not conv layers of this model: \['features.99'\]"),
+        (lambda out: skewprune_from_run(runs["child_a"], SkewPruneConfig(freeze="embed", progress=False), out),
+         SkewPruneError, "freezes a ViT's patch embedding"),
+    ]
+    for i, (make, error, message) in enumerate(cases):
+        out = tmp_path / f"run{i}"
+        with pytest.raises(error, match=message):
+            make(out)
+        assert not out.exists(), message

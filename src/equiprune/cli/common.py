@@ -7,14 +7,28 @@ from pathlib import Path
 from ..engine import TrainConfig
 
 
+def count_arg(minimum: int):
+    """argparse type: a whole number >= `minimum` (argparse names the option in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def add_train_args(parser: argparse.ArgumentParser, epochs: int, prefix: str = "",
                    title: str = "training") -> None:
     """Options that fill a TrainConfig. `prefix` (e.g. 'finetune-') namespaces them."""
     d = TrainConfig()
     g = parser.add_argument_group(title)
     p = f"--{prefix}"
-    g.add_argument(f"{p}epochs", type=int, default=epochs, help=f"passes over the training split (default {epochs})")
-    g.add_argument(f"{p}batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    g.add_argument(f"{p}epochs", type=count_arg(0), default=epochs,
+                   help=f"passes over the training split (default {epochs})")
+    g.add_argument(f"{p}batch-size", type=count_arg(1), default=d.batch_size, help=f"default {d.batch_size}")
     g.add_argument(f"{p}lr", type=float, default=None, help="learning rate (default 5e-4 for adam, 0.05 for sgd)")
     g.add_argument(f"{p}optimizer", choices=["sgd", "adam"], default=d.optimizer,
                    help="adam (default) or sgd (momentum 0.9, Nesterov)")

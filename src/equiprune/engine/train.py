@@ -52,8 +52,12 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine, step or none, got {self.schedule!r}")
         if self.select_on not in ("val_f1", "val_acc", "last"):
             raise ValueError(f"select_on must be val_f1, val_acc or last, got {self.select_on!r}")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        for name, value, ok, rule in (("epochs", self.epochs, self.epochs >= 0, ">= 0"),
+                                      ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+                                      ("lr", self.lr, self.lr > 0, "> 0"),
+                                      ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")):
+            if not ok:
+                raise ValueError(f"training setting {name} must be {rule}, got {value}")
 
 
 @dataclass

@@ -175,7 +175,10 @@ class FairPruneConfig:
         if self.fair_metric not in FAIR_METRICS:
             raise FairPruneError(f"fair_metric must be one of {FAIR_METRICS}, got {self.fair_metric!r}")
         if self.finetune is not None:
-            self.finetune.validate()
+            try:
+                self.finetune.validate()
+            except ValueError as exc:   # named as runs.validate_settings names a nested setting
+                raise FairPruneError(f"finetune: {exc}") from exc
 
     @property
     def selection(self) -> str:

@@ -6,7 +6,7 @@ model. So any verb that takes `--run` can rebuild the model and the data.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -108,18 +108,35 @@ def refuse_reprogrammed(run: LoadedRun, verb: str, made: str) -> None:
                    f"parent run{where} instead, then reprogram the {made} run with `equiprune reprogram --run`.")
 
 
+def validate_settings(settings: Any) -> None:
+    """`settings.validate()`, then that of every nested settings dataclass (the fine-tuning TrainConfig).
+
+    A nested error names its field: ``finetune: training setting lr must be > 0``.
+    """
+    if hasattr(settings, "validate"):
+        settings.validate()
+    if not is_dataclass(settings):
+        return
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if is_dataclass(value) and hasattr(value, "validate"):
+            try:
+                value.validate()
+            except ValueError as exc:
+                raise ValueError(f"{f.name}: {exc}") from exc
+
+
 def start_child_run(parent_path: str | Path, out: str | Path, kind: str, settings: Any,
                     check: Callable[[LoadedRun], None] | None = None, **more: Any) -> tuple[LoadedRun, RunDir]:
     """Open the parent run and create (or resume) the child run folder `out`.
 
     The child's config.json records the parent, the lineage and the vanilla
     baseline; re-running with the same settings resumes, other settings are an error.
-    `settings.validate()` (when it has one) and `check(parent)` run before the
-    folder is created, so a mistyped option leaves no folder that a corrected
+    The settings (nested ones included, `validate_settings`) and `check(parent)`
+    are checked before the folder is created, so a mistyped option leaves no folder that a corrected
     command would then refuse as holding other settings.
     """
-    if hasattr(settings, "validate"):
-        settings.validate()
+    validate_settings(settings)
     parent = open_run(parent_path)
     refuse_reprogrammed(parent, "prune", "pruned")
     if check is not None:

@@ -315,10 +315,6 @@ def _cut(model: nn.Module, splits: Any, cfg: SkewPruneConfig, image_size: int,
     counts: dict[str, Any] = {"capped": [], "coupled": {}}
     device = next(model.parameters()).device
     if is_vit(model):
-        if not (cfg.vit_patches or cfg.vit_heads):
-            raise SkewPruneError("nothing to prune: enable vit_patches and/or vit_heads")
-        if cfg.layers != "all":
-            raise SkewPruneError("layers applies to CNNs; for a ViT choose vit_patches / vit_heads")
         convert_vit_attention(model)
         attention = vit_attention_paths(model) if cfg.vit_heads else []
         scores = skewness_pass(model, data, layers=[PATCH_LAYER] if cfg.vit_patches else [],
@@ -420,6 +416,7 @@ def run_skewprune(model: nn.Module, splits: Any, cfg: SkewPruneConfig,
     if run_dir is not None and not arch:
         raise SkewPruneError("run_skewprune with a run_dir needs `arch` (the build_model arguments) so that "
                              "the pruned model can be saved and reloaded")
+    check_model(model, cfg)
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
     say = rd.log if rd is not None else (lambda m: None)
     freeze = resolve_freeze(model, cfg.freeze)
@@ -483,6 +480,18 @@ def run_skewprune(model: nn.Module, splits: Any, cfg: SkewPruneConfig,
                            premise=premise, freeze=freeze, finetune_history=history_ft, run=rd)
 
 
+def check_model(model: nn.Module, cfg: SkewPruneConfig) -> None:
+    """SkewPruneError when `cfg` cannot apply to `model` (unknown layers, a ViT option on a CNN, ...)."""
+    resolve_freeze(model, cfg.freeze)
+    if is_vit(model):
+        if not (cfg.vit_patches or cfg.vit_heads):
+            raise SkewPruneError("nothing to prune: enable vit_patches and/or vit_heads")
+        if cfg.layers != "all":
+            raise SkewPruneError("layers applies to CNNs; for a ViT choose vit_patches / vit_heads")
+    else:
+        _cnn_layers(model, cfg)
+
+
 def skewprune_from_run(parent_path: str | Path, cfg: SkewPruneConfig, out: str | Path) -> SkewPruneResult:
     """`equiprune prune skew`: SkewPrune the model of a run folder into the new run folder `out`.
 
@@ -492,6 +501,7 @@ def skewprune_from_run(parent_path: str | Path, cfg: SkewPruneConfig, out: str |
     from .runs import save_run_model, start_child_run
 
     parent, rd = start_child_run(parent_path, out, kind="skewprune", settings=cfg,
+                                 check=lambda run: check_model(run.model, cfg),
                                  method="SkewPrune (label-free skewness)")
     result = run_skewprune(parent.model, parent.splits(), cfg, run_dir=rd, arch=parent.arch)
     save_run_model(rd, result.model, parent.arch, {

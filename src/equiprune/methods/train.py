@@ -39,6 +39,7 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
     Calling it again on the same folder resumes an interrupted run; a finished
     one is trained no further.
     """
+    cfg.validate()   # before the folder exists, so a mistyped option leaves nothing a corrected command refuses
     rd = RunDir(run_dir) if run_dir is not None else None
     if rd is not None and rd.model_path.exists() and (rd.path / RunDir.METRICS).exists() \
             and "test" in rd.read_metrics():
