@@ -156,8 +156,9 @@ def base_run(tmp_path_factory):
     return root
 
 
-def test_cli_sweep_points_are_auditable_run_folders(base_run, capsys):
+def test_cli_sweep_points_are_auditable_run_folders(base_run, capsys, monkeypatch):
     from equiprune.cli import main
+    from equiprune.methods import audit as audit_module
     from equiprune.methods.audit import audit_run
 
     out = base_run / "quant"
@@ -172,9 +173,17 @@ def test_cli_sweep_points_are_auditable_run_folders(base_run, capsys):
     point = out / "points" / "static"
     pcfg = json.loads((point / "config.json").read_text())
     assert pcfg["data"] == cfg["data"] and pcfg["baseline"] == str((base_run / "base").resolve())
+    rec = {r["point"]: r for r in json.loads((out / "metrics.json").read_text())["history"]}["static"]
+    # A point as another audit's baseline: the sweep stored its predictions with its model's hash, so they serve.
+    calls = []
+    real = audit_module.predict
+    monkeypatch.setattr(audit_module, "predict", lambda m, *a, **k: calls.append(1) or real(m, *a, **k))
+    vs_static = audit_run(out / "points" / "dynamic", AuditConfig(n_boot=50, device="cpu", latency=False),
+                          baseline_run=point)
+    assert len(calls) == 1 and vs_static.baseline_metrics["f1"] == pytest.approx(rec["metrics"]["f1"])
+    monkeypatch.undo()
     # `equiprune audit --run` on a point: its int8 model reloads and scores as the sweep recorded.
     res = audit_run(point, AuditConfig(n_boot=50, device="cpu", latency=False))
-    rec = {r["point"]: r for r in json.loads((out / "metrics.json").read_text())["history"]}["static"]
     assert res.metrics["f1"] == pytest.approx(rec["metrics"]["f1"])
     assert res.fate  # against the chain's baseline, the input run
     assert rec["cost"]["size_bytes"] < 0.4 * rec["details"]["float_size_bytes"]

@@ -442,6 +442,25 @@ def _stored_audit(rd: RunDir, cfg: AuditConfig) -> tuple[Predictions, dict[str, 
     return pred, cost
 
 
+def store_audit(rd: RunDir, result: AuditResult, split: str, extra: dict[str, Any] | None = None) -> None:
+    """Write an audit into a run folder: ``predictions_<split>.csv`` (atomically) and its metrics.json section.
+
+    The section carries the SHA-256 of the folder's model.pt, so that a later
+    audit using this run as its baseline reads these predictions instead of
+    predicting again while the model is unchanged. `extra`: more columns for
+    the predictions table (the multi-group audit's metadata).
+    """
+    name = predictions_name(split)
+    tmp = rd.file(name + ".tmp")
+    predictions_to_frame(result.predictions, extra).to_csv(tmp, index=False)
+    tmp.replace(rd.file(name))
+    result.predictions_file = name
+    section = result.to_dict()
+    if rd.model_path.exists():
+        section["model_sha256"] = file_sha256(rd.model_path)
+    rd.set_section(audit_section_name(split), section)
+
+
 def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run: str | Path | None = None
               ) -> AuditResult:
     """Audit the model of a run folder on its own data and write the evidence there.
@@ -502,13 +521,7 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
         meta = dataset.meta
         extra = {f"meta_{c}": meta[c].to_numpy()[result.predictions.index]
                  for c in result.multigroup["column"].split(",")}
-    name = predictions_name(cfg.split)
-    tmp = rd.file(name + ".tmp")
-    predictions_to_frame(result.predictions, extra).to_csv(tmp, index=False)
-    tmp.replace(rd.file(name))
-    result.predictions_file = name
-    # The model's hash lets a later audit that uses this run as its baseline read these predictions.
-    rd.set_section(audit_section_name(cfg.split), {**result.to_dict(), "model_sha256": file_sha256(rd.model_path)})
+    store_audit(rd, result, cfg.split, extra)
     rd.log(f"audit ({cfg.split}): macro-F1 {result.metrics['f1']:.4f}, Eodd {result.metrics['eodd']:.4f}"
            + (f", FATE(Eodd) {result.fate.get('fate_eodd')}" if result.fate else "")
            + (" (baseline predictions read from its audit: its model.pt is unchanged)" if reused else ""), echo=False)

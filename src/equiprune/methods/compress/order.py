@@ -48,7 +48,7 @@ from torch import nn
 
 from ...engine import RunDir, RunError
 from ...metrics import paired_bootstrap
-from ..audit import audit_model, audit_section_name, predictions_name, predictions_to_frame
+from ..audit import audit_model, predictions_name, store_audit
 from ..paired_runs import run_predictions
 from .base import CompressError, CompressResult, measure_cost, resolve_image_size
 from .magnitude import MagnitudeConfig, magnitude_prune
@@ -174,9 +174,7 @@ def order_study(source: Any, cfg: CompressConfig, scp: Any, run_dir: str | Path 
         rec = {**point_record(label, label, result, audit, base_cost), "arm": arm}
         preds[f"{label}/{arm}"] = audit.predictions.y_pred
         if prd is not None:
-            name = predictions_name(acfg.split)
-            predictions_to_frame(audit.predictions).to_csv(prd.file(name), index=False)
-            prd.set_section(audit_section_name(acfg.split), audit.to_dict())
+            store_audit(prd, audit, acfg.split)
             rd.append_history(rec)
         records.append(rec)
         done.add((label, arm))

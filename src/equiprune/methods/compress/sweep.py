@@ -43,8 +43,7 @@ from torch import nn
 
 from ...engine import Predictions, RunDir, RunError, TrainConfig
 from ...models import load_checkpoint
-from ..audit import (AuditConfig, AuditResult, audit_model, audit_section_name, predictions_name,
-                     predictions_to_frame)
+from ..audit import AuditConfig, AuditResult, audit_model, store_audit
 from .base import CompressError, CompressResult, measure_cost, resolve_image_size
 from .distill import DistillConfig, distill
 from .lowrank import RANK_RULES, LowRankConfig, low_rank
@@ -564,10 +563,7 @@ def run_compress_sweep(source: Any, cfg: CompressConfig, run_dir: str | Path | R
             audit.baseline_path, audit.baseline_source = str(parent.run.path.resolve()), "compress sweep input"
         rec = point_record(label, value, result, audit, base_cost)
         if prd is not None:
-            name = predictions_name(acfg.split)
-            predictions_to_frame(audit.predictions).to_csv(prd.file(name), index=False)
-            audit.predictions_file = name
-            prd.set_section(audit_section_name(acfg.split), audit.to_dict())
+            store_audit(prd, audit, acfg.split)
             rd.append_history(rec)
         records.append(rec)
         _log(rd, f"{cfg.method} at {label}: size {rec['cost']['size_bytes'] / 1e6:.3f} MB "
