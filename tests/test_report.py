@@ -382,3 +382,14 @@ def test_cli_help_teaches_with_examples():
     for verb in ("audit", "report"):
         text = sub.choices[verb].format_help()
         assert f"equiprune {verb} " in text and "examples:" in text
+
+
+def test_run_summary_shows_the_generator_settings_only_for_synthderm():
+    from equiprune.report.html import _summary_pairs
+
+    synth = {"n": 6000, "dark_contrast": 0.45}
+    real = dict(_summary_pairs(Path("r"), {"data": {"name": "csv", "group_column": "skin_type",
+                                                    "synthderm": synth}}, None))
+    assert "group_column=skin_type" in real["data"] and "dark_contrast" not in real["data"]
+    generated = dict(_summary_pairs(Path("r"), {"data": {"name": "synthderm", "synthderm": synth}}, None))
+    assert "synthderm: (n=6000, dark_contrast=0.45)" in generated["data"]

@@ -240,7 +240,9 @@ def _settings_text(d: Any) -> str:
 
 def _summary_pairs(run_path: Path, config: Mapping[str, Any], audit: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     pairs = [("run folder", str(run_path.resolve())), ("kind", str(config.get("kind", "?")))]
-    data = config.get("data") or {}
+    data = dict(config.get("data") or {})
+    if data.get("name") not in (None, "synthderm"):
+        data.pop("synthderm", None)   # the generator's settings say nothing about real data
     if data:
         pairs.append(("data", _settings_text(data)))
     arch = config.get("arch") or {}
