@@ -141,3 +141,17 @@ def test_a_mistyped_training_option_leaves_no_folder_behind(tmp_path, capsys, ba
     assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()   # so the corrected command is not refused as "other settings"
+
+
+def test_synthderm_marker_mode_from_the_command_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EQUIPRUNE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--synth-n", "300", "--epochs", "1", "--synth-group-cue", "marker",
+                 "--out", str(out)]) == 0
+    assert "clinic A" in capsys.readouterr().out   # the test line names the groups
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["synthderm"]["group_cue"] == "marker"
+    from equiprune.methods.runs import open_run
+
+    test = open_run(out).splits().test
+    assert (test.meta["marker"] == test.groups).all()

@@ -197,3 +197,31 @@ def test_a_split_without_dark_skin_is_an_error(tmp_path):
     cfg = DataConfig(image_size=16, cache_dir=str(tmp_path), synthderm=SynthDermConfig(n=50, dark_fraction=0.0))
     with pytest.raises(DataError, match="no sample of group"):
         load_splits(cfg)
+
+
+def test_marker_mode_the_group_is_seen_only_through_the_ink_mark():
+    """The positive control: group = clinic; skin tone drawn apart from it; every clinic-B image marked."""
+    plain = generate_synthderm(small(n=2000, dark_contrast=1.0), cache=False)
+    marked = generate_synthderm(small(n=2000, dark_contrast=1.0, group_cue="marker"), cache=False)
+    m = marked.meta
+    assert marked.group_names == ["clinic A", "clinic B (ink mark)"] and plain.group_names[1] == "dark (IV-VI)"
+    np.testing.assert_array_equal(m["marker"], m["group"])
+    assert (plain.meta["marker"] == 0).all()
+    # the same groups and classes as the default draws them, but skin tone independent of the group
+    np.testing.assert_array_equal(m["group"], plain.meta["group"])
+    np.testing.assert_array_equal(m["label"], plain.meta["label"])
+    dark_type = m["fitzpatrick"] >= 4
+    assert abs(dark_type.mean() - 0.2) < 0.01
+    assert abs(dark_type[m.group == 0].mean() - dark_type[m.group == 1].mean()) < 0.06
+    # the mark: purple (blue above green) in the top-left corner of marked images only
+    corner = marked.images[:, :, :8, :8].astype(float)
+    purple = (corner[:, 2] - corner[:, 1]).max(axis=(1, 2))   # blue minus green, at its most
+    assert purple[m.marker == 1].min() > 40 > purple[m.marker == 0].max()
+    # away from the corner the mark changes nothing: the rest of each image is the same picture
+    same = marked.images[:, :, 8:, 8:] == plain.images[:, :, 8:, 8:]
+    assert same[(m.fitzpatrick >= 4) == (plain.meta.fitzpatrick >= 4)].mean() > 0.99
+    none = generate_synthderm(small(n=300, group_cue="marker", marker_prob=0.0), cache=False)
+    assert (none.meta["marker"] == 0).all()
+    for bad in (dict(group_cue="ruler"), dict(marker_prob=1.5)):
+        with pytest.raises(DataError):
+            small(**bad)

@@ -101,3 +101,23 @@ def test_findings_count_the_papers_criterion_per_seed():
     assert lines[1] == ("SCP against random channels: smaller Eodd on 0, larger on 1, not distinguishable on 0 "
                         "of 1 seed(s).")
     assert len(lines) == 2  # three seeds: no "cannot rank" caveat
+
+
+def test_demo_takes_the_whole_generator_config(tmp_path, monkeypatch):
+    """DemoConfig.synthderm replaces n and dark_contrast (the positive control of bench_demo.py uses it)."""
+    from equiprune.data import SynthDermConfig
+    from equiprune.pipelines import demo as demo_module
+
+    seen = []
+
+    def stop(data, *a, **k):
+        seen.append(data.synthderm)
+        raise RuntimeError("stop after the data settings")
+
+    monkeypatch.setattr(demo_module, "train_from_config", stop)
+    marker = SynthDermConfig(n=123, group_cue="marker", light_contrast=0.35)
+    for cfg in (TOY, DemoConfig(**{**TOY.__dict__, "synthderm": marker})):
+        with pytest.raises(RuntimeError, match="stop"):
+            demo(cfg, out=tmp_path / "d")
+    assert (seen[0].n, seen[0].dark_contrast, seen[0].group_cue) == (400, TOY.dark_contrast, "skin")
+    assert seen[1] == marker

@@ -125,6 +125,9 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False, defau
                    help="synthderm: fraction of dark-skin images (default 0.2)")
     g.add_argument("--synth-dark-contrast", type=float, default=0.45,
                    help="synthderm: lesion contrast on dark skin, 1.0 = no bias (default 0.45)")
+    g.add_argument("--synth-group-cue", choices=["skin", "marker"], default="skin",
+                   help="synthderm: the group is skin tone (default), or the clinic, seen only through an ink "
+                        "mark on clinic-B images (a positive control for SCP's premise)")
     return g
 
 
@@ -152,7 +155,7 @@ def data_config_from_args(args: argparse.Namespace, seed: int = 0, progress: boo
     from ..data import DataConfig, SynthDermConfig
 
     synth = SynthDermConfig(n=args.synth_n, dark_fraction=args.synth_dark_fraction,
-                            dark_contrast=args.synth_dark_contrast)
+                            dark_contrast=args.synth_dark_contrast, group_cue=args.synth_group_cue)
     size = {} if args.image_size is None else {"image_size": args.image_size}
     return DataConfig(name=args.data, root=args.root, seed=seed, augment=args.augment,
                       label_level=args.label_level, group_column=args.group_column,

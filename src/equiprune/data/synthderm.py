@@ -48,6 +48,20 @@ The bias, explicit and controlled by :class:`SynthDermConfig`:
 
 Setting ``dark_contrast = light_contrast``, ``dark_class_priors = None`` and
 ``dark_fraction = 0.5`` removes the bias.
+
+**A positive control for SCP** (``group_cue="marker"``, not the default): the
+group is no longer skin tone but the clinic an image comes from. Skin types
+are drawn from one distribution for both groups (types I-III with
+probability ``1 - dark_fraction``, as the default draws them), so skin colour
+says nothing about the group; instead a clinic-B image (group 1) carries a
+small purple ink mark near one corner with probability ``marker_prob``
+(group 0 never does), the kind of acquisition artefact known to act as a
+shortcut in dermatology. With the class-prior shift (b) between the clinics,
+the mark predicts the class, and a model that uses it treats the clinics
+differently: the group gap runs through the few channels that see the mark,
+which is the situation SCP assumes. The contrast factor (a) then follows the
+skin type (IV-VI), not the group; set ``dark_contrast = 1.0`` for a gap that
+comes from the shortcut alone. ``marker`` is a metadata column.
 """
 from __future__ import annotations
 
@@ -69,6 +83,8 @@ __all__ = ["SynthDermConfig", "SynthDermData", "generate_synthderm", "CLASS_NAME
 
 CLASS_NAMES: tuple[str, ...] = ("nevus", "melanoma", "keratosis", "angioma", "annular")
 GROUP_NAMES: tuple[str, ...] = ("light (I-III)", "dark (IV-VI)")
+MARKER_GROUP_NAMES: tuple[str, ...] = ("clinic A", "clinic B (ink mark)")
+GROUP_CUES: tuple[str, ...] = ("skin", "marker")
 
 # Fixed so that the output for a seed does not depend on memory settings.
 _CHUNK = 128
@@ -99,6 +115,10 @@ class SynthDermConfig:
         illumination: maximum slope of the linear illumination gradient
             (relative change of L* from the centre to the edge).
         hair_prob: probability that an image has 1-3 hair-like strokes.
+        group_cue: ``"skin"`` (group = skin tone, the default) or
+            ``"marker"`` (group = clinic, seen only through an ink mark; the
+            positive control described in the module docstring).
+        marker_prob: marker mode: probability that a group-1 image carries the mark.
     """
 
     n: int = 6000
@@ -115,6 +135,8 @@ class SynthDermConfig:
     skin_noise: float = 1.0
     illumination: float = 0.08
     hair_prob: float = 0.2
+    group_cue: str = "skin"
+    marker_prob: float = 1.0
 
     def __post_init__(self) -> None:
         # JSON round-trips turn tuples into lists; keep the hash stable.
@@ -153,6 +175,15 @@ class SynthDermConfig:
             raise DataError(f"SynthDermConfig.contrast_jitter must be in [0, 1), got {self.contrast_jitter}")
         if not 0.0 <= self.hair_prob <= 1.0:
             raise DataError(f"SynthDermConfig.hair_prob must be in [0, 1], got {self.hair_prob}")
+        if self.group_cue not in GROUP_CUES:
+            raise DataError(f"SynthDermConfig.group_cue must be one of {GROUP_CUES}, got {self.group_cue!r}")
+        if not 0.0 <= self.marker_prob <= 1.0:
+            raise DataError(f"SynthDermConfig.marker_prob must be in [0, 1], got {self.marker_prob}")
+
+    @property
+    def group_names(self) -> list[str]:
+        """Names of groups 0 and 1: skin tones, or the clinics in marker mode."""
+        return list(MARKER_GROUP_NAMES if self.group_cue == "marker" else GROUP_NAMES)
 
 
 @dataclass
@@ -195,8 +226,10 @@ def _sample_pool(cfg: SynthDermConfig, rng: np.random.Generator) -> pd.DataFrame
 
     lt = np.asarray(cfg.light_type_probs, dtype=np.float64)
     dt = np.asarray(cfg.dark_type_probs, dtype=np.float64)
+    # Marker mode: the skin tone of an image is drawn as the default draws it, but apart from its group.
+    tone = group if cfg.group_cue == "skin" else group[np.random.default_rng([cfg.seed, 2]).permutation(n)]
     ftype = np.where(
-        group == 0,
+        tone == 0,
         1 + rng.choice(3, size=n, p=lt / lt.sum()),
         4 + rng.choice(3, size=n, p=dt / dt.sum()),
     )
@@ -213,15 +246,19 @@ def _sample_pool(cfg: SynthDermConfig, rng: np.random.Generator) -> pd.DataFrame
     L = L_ok
     a = rng.uniform(6.0, 14.0, size=n)
 
-    base = np.where(group == 0, cfg.light_contrast, cfg.dark_contrast)
+    base = np.where(ftype <= 3, cfg.light_contrast, cfg.dark_contrast)
     jitter = rng.uniform(1.0 - cfg.contrast_jitter, 1.0 + cfg.contrast_jitter, size=n)
     contrast = np.minimum(base * jitter, 1.0)
 
+    marker = np.zeros(n, np.int64)
+    if cfg.group_cue == "marker":
+        marker = ((group == 1) & (np.random.default_rng([cfg.seed, 3]).random(n) < cfg.marker_prob)).astype(np.int64)
     return pd.DataFrame(
         {
             "label": label,
             "class_name": np.asarray(CLASS_NAMES)[label],
             "group": group,
+            "marker": marker,
             "fitzpatrick": ftype.astype(np.int64),
             "ita": ita(L, b),
             "skin_L": L,
@@ -266,11 +303,14 @@ def _noise_basis(grid: int, size: int) -> torch.Tensor:
     return _BASIS_CACHE[key]
 
 
-def _render_chunk(meta: pd.DataFrame, cfg: SynthDermConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+def _render_chunk(meta: pd.DataFrame, cfg: SynthDermConfig, rng: np.random.Generator,
+                  marker_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Render the images of ``meta`` rows; returns uint8 images, uint8 masks and extra meta columns.
 
     Work that only one class needs (blobs, pigment network, speckles, ring)
     runs on that class's images only, so the cost is about one shape per image.
+    The ink marks of marker mode draw from ``marker_rng``, so the rest of an
+    image is the same as without them.
     """
     B, S = len(meta), cfg.image_size
     label = meta["label"].to_numpy()
@@ -412,6 +452,17 @@ def _render_chunk(meta: pd.DataFrame, cfg: SynthDermConfig, rng: np.random.Gener
         for ch, target in ((L, 18.0), (A, 3.0), (Bc, 6.0)):
             ch[ti] = ch[ti] + hair * (target - ch[ti])
 
+    idx = np.flatnonzero(meta["marker"].to_numpy() == 1) if "marker" in meta else np.empty(0, np.int64)
+    if idx.size:  # marker mode: a purple ink dot near the top-left corner (flips move it to the others)
+        assert marker_rng is not None
+        ti, n = torch.from_numpy(idx), idx.size
+        mx = _col(marker_rng.uniform(-0.84, -0.72, n))
+        my = _col(marker_rng.uniform(-0.84, -0.72, n))
+        mr = _col(marker_rng.uniform(0.09, 0.12, n))
+        ink = torch.sigmoid((mr - torch.sqrt((X - mx) ** 2 + (Y - my) ** 2)) / 0.015)
+        for ch, target in ((L, 38.0), (A, 28.0), (Bc, -32.0)):
+            ch[ti] = ch[ti] + ink * (target - ch[ti])
+
     images = lab_to_srgb_uint8(L, A, Bc).numpy()
     masks = (mask * 255.0).round_().to(torch.uint8).numpy()
     extra = {
@@ -440,13 +491,15 @@ def _generate(cfg: SynthDermConfig) -> SynthDermData:
             for ci, start in enumerate(range(0, cfg.n, _CHUNK)):
                 stop = min(start + _CHUNK, cfg.n)
                 chunk_rng = np.random.default_rng([cfg.seed, 1, ci])
-                images[start:stop], masks[start:stop], extra = _render_chunk(meta.iloc[start:stop], cfg, chunk_rng)
+                marker_rng = np.random.default_rng([cfg.seed, 4, ci]) if cfg.group_cue == "marker" else None
+                images[start:stop], masks[start:stop], extra = _render_chunk(meta.iloc[start:stop], cfg, chunk_rng,
+                                                                             marker_rng)
                 extras.append(extra)
     finally:
         torch.set_num_threads(threads)
     for key in extras[0]:
         meta[key] = np.concatenate([e[key] for e in extras])
-    return SynthDermData(images=images, masks=masks, meta=meta)
+    return SynthDermData(images=images, masks=masks, meta=meta, group_names=cfg.group_names)
 
 
 def generate_synthderm(
@@ -475,7 +528,7 @@ def generate_synthderm(
                 images, masks = z["images"], z["masks"]
             meta = pd.read_csv(csv)
             if len(meta) == len(images) == cfg.n:
-                return SynthDermData(images=images, masks=masks, meta=meta)
+                return SynthDermData(images=images, masks=masks, meta=meta, group_names=cfg.group_names)
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache: regenerate below
     data = _generate(cfg)

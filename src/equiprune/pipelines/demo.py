@@ -32,6 +32,7 @@ class DemoConfig:
     width: float = 0.25
     epochs: int = 8
     dark_contrast: float = 0.45     # synthderm's lesion contrast on dark skin (1.0 removes that bias)
+    synthderm: SynthDermConfig | None = None  # all generator settings instead (n, dark_contrast above unused)
     seeds: tuple[int, ...] = (0,)   # fine-tuning seeds of SCP and each control
     controls: tuple[str, ...] = ("random", "l1", "none")
     ratio: float = 0.05
@@ -139,7 +140,7 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     out = Path(out)
     data = DataConfig(name="synthderm", image_size=cfg.image_size, seed=0, progress=cfg.progress,
                       val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                      synthderm=SynthDermConfig(n=cfg.n, dark_contrast=cfg.dark_contrast))
+                      synthderm=cfg.synthderm or SynthDermConfig(n=cfg.n, dark_contrast=cfg.dark_contrast))
     train_cfg = TrainConfig(epochs=cfg.epochs, optimizer="adam", lr=5e-4, schedule="cosine", progress=cfg.progress)
     base = out / "baseline"
     train_from_config(data, ModelConfig(cfg.model, cfg.width), train_cfg, base)
