@@ -53,7 +53,7 @@ def main() -> None:
     if args.positive_control:
         cfg = DemoConfig(seeds=tuple(args.seeds), synthderm=POSITIVE_CONTROL, epochs=12,
                          cut_fractions=(0.05, 0.1, 0.2, 0.4), cut_draws=5, progress=False)
-        stem, what = "positive_control", "the positive control (synthderm marker mode)"
+        stem, what = "positive_control", "positive control: synthderm marker mode"
     else:
         cfg = DemoConfig(seeds=tuple(args.seeds), dark_contrast=args.dark_contrast, progress=False)
         default = args.dark_contrast == DemoConfig().dark_contrast
