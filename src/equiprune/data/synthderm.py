@@ -452,7 +452,7 @@ def _render_chunk(meta: pd.DataFrame, cfg: SynthDermConfig, rng: np.random.Gener
         for ch, target in ((L, 18.0), (A, 3.0), (Bc, 6.0)):
             ch[ti] = ch[ti] + hair * (target - ch[ti])
 
-    idx = np.flatnonzero(meta["marker"].to_numpy() == 1) if "marker" in meta else np.empty(0, np.int64)
+    idx = np.flatnonzero(meta["marker"].to_numpy() == 1)
     if idx.size:  # marker mode: a purple ink dot near the top-left corner (flips move it to the others)
         assert marker_rng is not None
         ti, n = torch.from_numpy(idx), idx.size
