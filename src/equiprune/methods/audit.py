@@ -483,7 +483,7 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
     if dataset is None or len(dataset) == 0:
         raise AuditError(f"the data of {run_path} has no {cfg.split!r} split; use --split with one of "
                          f"{', '.join(s for s in SPLITS if getattr(splits, s, None) is not None)}.")
-    image_size = loaded.arch.get("image_size") or getattr(loaded.data_config, "image_size", None)
+    image_size = loaded.image_size
 
     base_path, source, notes = _resolve_baseline(run_path, loaded.config, baseline_run)
     base_pred = base_cost = None

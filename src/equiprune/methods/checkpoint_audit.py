@@ -17,16 +17,20 @@ from typing import Any
 from ..data import DataConfig, load_splits
 from ..data.cache import atomic_write, file_sha256
 from ..engine import RunDir, on_main
+from ..models import input_size
 from .audit import AuditError
 from .runs import load_model_file
 
 __all__ = ["checkpoint_run"]
 
 
-def _resolve_image_size(arch: dict[str, Any], extra: dict[str, Any], image_size: int | None,
-                        checkpoint: Path) -> int:
-    """The checkpoint's recorded input size, or `image_size` when given (a trigger fixes the size)."""
-    recorded = int(arch["image_size"])
+def _audit_image_size(model: Any, arch: dict[str, Any], extra: dict[str, Any], image_size: int | None,
+                      checkpoint: Path) -> int:
+    """The checkpoint's recorded input size (`models.input_size`), or `image_size` when given.
+
+    A reprogrammed checkpoint's trigger fixes the size: another one is refused.
+    """
+    recorded = input_size(arch, model)
     if image_size is None or int(image_size) == recorded:
         return recorded
     trigger = extra.get("reprogram")
@@ -78,8 +82,8 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
     if (out / RunDir.MODEL).resolve() == checkpoint.resolve():
         raise AuditError(f"--out {out} is the folder holding the checkpoint; audit that run folder with "
                          f"`equiprune audit --run {out}`, or give a new --out folder.")
-    _, arch, extra = load_model_file(checkpoint)  # fails early, with the loader's message, on a bad file
-    data = replace(data, image_size=_resolve_image_size(arch, extra, image_size, checkpoint))
+    model, arch, extra = load_model_file(checkpoint)  # fails early, with the loader's message, on a bad file
+    data = replace(data, image_size=_audit_image_size(model, arch, extra, image_size, checkpoint))
     notes = _check_classes(arch, extra, load_splits(data, two_groups=True), data, checkpoint)
 
     rd = RunDir(out)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..engine import RunDir
 from ..engine.distributed import progress_enabled
 from ..engine.train import evaluate
-from ..models import example_input
+from ..models import example_input, input_size
 from ..scoring import l1_channel_scores, random_channel_scores, snnl_fair_scores
 from ..surgery import layer_out_channels, prune_channels
 from .runs import start_child_run
@@ -142,14 +142,16 @@ def _row(metrics: dict[str, float], k: int, fraction: float, choice: str, draw: 
 
 
 def cut_response(model: nn.Module, splits: Any, cfg: CutResponseConfig, run_dir: str | Path | RunDir | None = None,
-                 image_size: int = 64, snnl_scores: np.ndarray | None = None) -> CutResponseResult:
+                 image_size: int | None = None, snnl_scores: np.ndarray | None = None) -> CutResponseResult:
     """Evaluate `model` with k channels of `cfg.layer` cut, for each k and each way of choosing them.
 
     `model` is not changed (each cut is made on a copy). With `run_dir`, every
     evaluated cut is saved as it finishes and a re-run skips what is stored.
     `snnl_scores`, the layer's SNNL-Fair scores if already known, saves a pass.
+    `image_size` (for tracing the cuts) defaults to `models.input_size` of the model and data.
     """
     cfg.validate()
+    image_size = image_size or input_size(None, model, splits)
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
     layer = check_layer(model, cfg.layer)
     channels = layer_out_channels(model, layer)
@@ -276,7 +278,7 @@ def cut_response_from_run(run: str | Path, cfg: CutResponseConfig, out: str | Pa
     """
     parent, rd = start_child_run(run, out, "cut_response", cfg, check=lambda r: check_layer(r.model, cfg.layer))
     result = cut_response(parent.model, parent.splits(), cfg, run_dir=rd,
-                          image_size=int(parent.arch.get("image_size", 64)), snnl_scores=snnl_scores)
+                          image_size=parent.image_size, snnl_scores=snnl_scores)
     findings = result.findings()
     rd.set_section(SECTION, {**rd.read_metrics()[SECTION], "findings": findings})
     for line in findings:

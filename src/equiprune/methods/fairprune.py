@@ -67,7 +67,7 @@ from torch.nn.utils import prune as tprune
 from torch.utils.data import Subset
 
 from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
-from ..models import last_conv_name, load_checkpoint, save_checkpoint
+from ..models import input_size, last_conv_name, load_checkpoint, save_checkpoint
 from ..scoring.saliency import (
     ESTIMATORS,
     channel_saliency,
@@ -505,7 +505,7 @@ def run_fairprune(model: nn.Module, splits: Any, cfg: FairPruneConfig | None = N
     cfg = cfg or FairPruneConfig()
     cfg.validate()
     model = copy.deepcopy(model)
-    arch = dict(arch or {"image_size": 64})
+    arch = dict(arch or {"image_size": input_size(None, model, splits)})
     set_seed(cfg.seed)
     priv, unpriv, why = resolve_privileged(cfg, model, splits)
     with _Workdir(run_dir) as rd:

@@ -33,7 +33,7 @@ from torch import nn
 from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
 from ..engine.distributed import check_consistent, is_distributed, module_shapes, on_main
 from ..metrics import MetricsError, fate
-from ..models import example_input, last_conv_name, load_checkpoint, save_checkpoint
+from ..models import example_input, input_size, last_conv_name, load_checkpoint, save_checkpoint
 from ..surgery import apply_channel_mask, layer_out_channels, prune_channels
 
 ScoreFn = Callable[[nn.Module, str, int], np.ndarray]
@@ -171,7 +171,7 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, score_fn: Sco
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
     say = log or (rd.log if rd is not None else (lambda m: None))
     layer = cfg.layer or last_conv_name(model)
-    image_size = (arch or {}).get("image_size", 64)
+    image_size = input_size(arch, model, splits)
     set_seed(cfg.seed)
 
     history: list[dict[str, Any]] = []

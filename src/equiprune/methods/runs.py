@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data import DataConfig, DataSplits, load_splits
 from ..engine import RunDir, RunError
-from ..models import load_checkpoint
+from ..models import input_size, load_checkpoint
 from .. import surgery  # noqa: F401  (registers the module types pruned checkpoints may hold)
 
 
@@ -31,6 +31,15 @@ class LoadedRun:
 
     def splits(self) -> DataSplits:
         return load_splits(self.data_config)
+
+    @property
+    def image_size(self) -> int:
+        """The input size the run's model is traced, costed and fed at (every verb asks here).
+
+        `models.input_size` of the model and its recorded arch; a run whose arch
+        records none falls back to its data settings' image size.
+        """
+        return input_size(self.arch, self.model, default=self.data_config.image_size)
 
 
 def data_config_from_dict(d: dict[str, Any]) -> DataConfig:
@@ -75,7 +84,11 @@ def lineage(cfg: dict[str, Any]) -> list[str]:
 
 
 def child_config(parent: LoadedRun, kind: str, settings: Any, **more: Any) -> dict[str, Any]:
-    """config.json of a run made from `parent`: same data and arch, new method settings."""
+    """config.json of a run made from `parent`: same data and arch (unless `more` gives one), new settings.
+
+    Verbs create the folder with `start_child_run`; this builds the config of
+    folders written inside it (a compress sweep's points, an order study's arms).
+    """
     return {
         "kind": kind,
         "parent": str(parent.run.path.resolve()),
@@ -126,24 +139,41 @@ def validate_settings(settings: Any) -> None:
                 raise ValueError(f"{f.name}: {exc}") from exc
 
 
-def start_child_run(parent_path: str | Path, out: str | Path, kind: str, settings: Any,
-                    check: Callable[[LoadedRun], None] | None = None, **more: Any) -> tuple[LoadedRun, RunDir]:
-    """Open the parent run and create (or resume) the child run folder `out`.
+# Verbs whose result cannot sit behind a reprogrammed parent's trigger, and what each makes.
+_REFUSES_REPROGRAMMED = {"prune": "pruned", "compress": "compressed"}
+
+
+def start_child_run(parent: str | Path | LoadedRun, out: str | Path | RunDir, kind: str, settings: Any, *,
+                    verb: str = "prune", check: Callable[[LoadedRun], None] | None = None,
+                    **more: Any) -> tuple[LoadedRun, RunDir]:
+    """Open the parent run and create (or resume) the child run folder `out`: every verb's one way to do it.
+
+    `parent` is a run folder (or one already opened with `open_run`), `kind`
+    the child's kind in config.json, `settings` the method's config (a
+    dataclass or a dict); `more` adds top-level config.json entries (``method``
+    label, ``lambdas``, an ``arch`` that differs from the parent's, ...), which
+    the resume check compares like the settings.
 
     The child's config.json records the parent, the lineage and the vanilla
-    baseline; re-running with the same settings resumes, other settings are an error.
-    The settings (nested ones included, `validate_settings`) and `check(parent)`
-    are checked before the folder is created, so a mistyped option leaves no folder that a corrected
-    command would then refuse as holding other settings.
+    baseline; re-running with the same settings resumes, other settings are an
+    error, and `out` may not be the parent's folder. The settings (nested ones
+    included, `validate_settings`), the refusal of a reprogrammed parent (for
+    `verb` "prune" and "compress"; reprogramming refuses it in its own `check`)
+    and `check(parent)` all run before the folder is created, so a mistyped
+    option leaves no folder that a corrected command would then refuse as
+    holding other settings.
     """
     validate_settings(settings)
-    parent = open_run(parent_path)
-    refuse_reprogrammed(parent, "prune", "pruned")
+    parent = parent if isinstance(parent, LoadedRun) else open_run(parent)
+    if verb in _REFUSES_REPROGRAMMED:
+        refuse_reprogrammed(parent, verb, _REFUSES_REPROGRAMMED[verb])
     if check is not None:
         check(parent)
-    if Path(out).resolve() == parent.run.path.resolve():
+    out_path = out.path if isinstance(out, RunDir) else Path(out)
+    if out_path.resolve() == parent.run.path.resolve():
         raise RunError("--out must be a new folder, not the --run folder itself")
-    rd = RunDir(out)
+    rd = out if isinstance(out, RunDir) else RunDir(out)
+    keys = ["kind", "parent", "data", "arch", "settings"]
     rd.check_or_write_config(child_config(parent, kind, settings, **more),
-                             keys=["kind", "parent", "data", "arch", "settings"])
+                             keys=keys + [k for k in more if k not in keys])
     return parent, rd

@@ -61,7 +61,7 @@ import numpy as np
 from torch import nn
 
 from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
-from ..models import conv_layer_names, example_input, load_checkpoint, model_cost, save_checkpoint
+from ..models import conv_layer_names, example_input, input_size, load_checkpoint, model_cost, save_checkpoint
 from ..scoring.skewness import (AGGREGATES, HEAD_QUERIES, SkewnessScores, premise_summary, skewness_pass)
 from ..surgery import layer_out_channels, prune_channels
 from ..surgery.vit import (convert_vit_attention, is_vit, patch_embedding_parameters, prune_vit_embedding,
@@ -227,14 +227,6 @@ def finetune_with_freeze(model: nn.Module, splits: Any, cfg: TrainConfig, freeze
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _image_size(splits: Any, model: nn.Module, arch: dict[str, Any] | None) -> int:
-    if is_vit(model):
-        return int(model.image_size)
-    if arch and arch.get("image_size"):
-        return int(arch["image_size"])
-    return int(splits.val[0][0].shape[-1])
-
 
 def _cost(model: nn.Module, image_size: int, latency: bool) -> dict[str, float]:
     return model_cost(model, image_size, latency=latency).to_dict()
@@ -420,7 +412,7 @@ def run_skewprune(model: nn.Module, splits: Any, cfg: SkewPruneConfig,
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
     say = rd.log if rd is not None else (lambda m: None)
     freeze = resolve_freeze(model, cfg.freeze)
-    image_size = _image_size(splits, model, arch)
+    image_size = input_size(arch, model, splits)
     kind = "vit" if is_vit(model) else "cnn"
     set_seed(cfg.seed)
 

@@ -2,12 +2,13 @@
 from .checkpoint import (load_checkpoint, load_state_into, model_structure, register_module_type,
                          save_checkpoint)
 from .cost import ModelCost, count_macs_params, measure_latency, model_cost, serialized_size
-from .zoo import (MODEL_NAMES, ModelError, build_model, conv_layer_names, example_input, get_module,
-                  last_conv_name)
+from .zoo import (DEFAULT_IMAGE_SIZE, MODEL_NAMES, ModelError, build_model, conv_layer_names, example_input,
+                  get_module, input_size, last_conv_name)
 
 __all__ = [
-    "MODEL_NAMES", "ModelCost", "ModelError", "build_model", "conv_layer_names", "count_macs_params",
-    "example_input", "get_module", "last_conv_name", "load_checkpoint", "load_state_into",
+    "DEFAULT_IMAGE_SIZE", "MODEL_NAMES", "ModelCost", "ModelError", "build_model", "conv_layer_names",
+    "count_macs_params",
+    "example_input", "get_module", "input_size", "last_conv_name", "load_checkpoint", "load_state_into",
     "measure_latency", "model_cost", "model_structure", "register_module_type", "save_checkpoint",
     "serialized_size",
 ]

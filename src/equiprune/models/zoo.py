@@ -7,7 +7,7 @@ architecture (apart from the pooling size, see `_vgg`).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -121,7 +121,11 @@ _BUILDERS: dict[str, Callable[[int, float, int], nn.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def build_model(name: str, num_classes: int, width: float = 1.0, image_size: int = 64) -> nn.Module:
+# The input size of a model built without one, and the last resort of `input_size`.
+DEFAULT_IMAGE_SIZE = 64
+
+
+def build_model(name: str, num_classes: int, width: float = 1.0, image_size: int = DEFAULT_IMAGE_SIZE) -> nn.Module:
     """Build a randomly initialised classifier (no weight downloads).
 
     `width` multiplies hidden channel counts; `image_size` is the square input
@@ -157,6 +161,30 @@ def last_conv_name(model: nn.Module) -> str:
     if not convs:
         raise ModelError("model has no convolution layer to prune")
     return convs[-1]
+
+
+def input_size(arch: dict[str, Any] | None = None, model: nn.Module | None = None, data: Any = None,
+               default: int = DEFAULT_IMAGE_SIZE) -> int:
+    """The square input size a model is traced, costed and fed at: one rule for every method.
+
+    A model that fixes its size says it (a ViT's patch grid, ``model.image_size``);
+    else the build recipe `arch` (config.json's ``arch``, a checkpoint's arch)
+    records it; else an item of `data` (a DataSplits: its test, val or train
+    split; or one dataset) shows it; else `default` (`DEFAULT_IMAGE_SIZE`, the
+    size `build_model` uses when given none). A run folder's size is
+    `equiprune.methods.runs.LoadedRun.image_size`.
+    """
+    fixed = getattr(model, "image_size", None) if model is not None else None
+    if isinstance(fixed, int) and fixed > 0:
+        return fixed
+    if arch and arch.get("image_size"):
+        return int(arch["image_size"])
+    if data is not None:
+        parts = [getattr(data, name, None) for name in ("test", "val", "train")]
+        for ds in [p for p in parts if p is not None] or [data]:
+            if hasattr(ds, "__len__") and len(ds):
+                return int(ds[0][0].shape[-1])
+    return int(default)
 
 
 def example_input(image_size: int, batch: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:

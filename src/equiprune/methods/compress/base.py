@@ -57,19 +57,6 @@ def final_linear_name(model: nn.Module) -> str:
     return names[-1]
 
 
-def resolve_image_size(arch: dict[str, Any] | None, splits: Any = None, image_size: int | None = None) -> int:
-    """Input size for tracing and cost: explicit, else the arch recipe, else a data item, else 64."""
-    if image_size:
-        return int(image_size)
-    if arch and arch.get("image_size"):
-        return int(arch["image_size"])
-    for name in ("test", "val", "train"):
-        ds = getattr(splits, name, None) if splits is not None else None
-        if ds is not None and len(ds):
-            return int(ds[0][0].shape[-1])
-    return 64
-
-
 def model_device(model: nn.Module) -> torch.device:
     """Device of the first parameter or buffer (CPU for parameter-free quantized models)."""
     for t in model.parameters():

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...engine import RunDir, TrainConfig, fit
-from ...models import build_model
-from .base import CompressError, CompressResult, copy_model, group_weights, measure_cost, resolve_image_size
+from ...models import build_model, input_size
+from .base import CompressError, CompressResult, copy_model, group_weights, measure_cost
 
 
 @dataclass
@@ -130,7 +130,7 @@ def distill(teacher: nn.Module, splits: Any, cfg: DistillConfig | None = None,
         raise CompressError("distillation trains a student: pass the data splits")
     if arch is None:
         raise CompressError("distillation needs the teacher's arch recipe (build_model arguments)")
-    size = resolve_image_size(arch, splits, image_size)
+    size = image_size or input_size(arch, teacher, splits)
     s_arch = student_arch({**arch, "image_size": size}, cfg.width_factor)
     torch.manual_seed(cfg.train.seed)  # the student's initial weights belong to the seed too
     student = build_model(**{k: s_arch[k] for k in ("name", "num_classes", "width", "image_size")})

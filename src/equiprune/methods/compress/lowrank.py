@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 from ...engine import RunDir, TrainConfig
-from ...models import register_module_type
-from .base import CompressError, CompressResult, copy_model, final_linear_name, finetune, measure_cost, \
-    resolve_image_size
+from ...models import input_size, register_module_type
+from .base import CompressError, CompressResult, copy_model, final_linear_name, finetune, measure_cost
 
 RANK_RULES = ("energy", "rank_ratio", "rank")
 
@@ -225,7 +224,7 @@ def low_rank(model: nn.Module, splits: Any = None, cfg: LowRankConfig | None = N
     """
     cfg = cfg or LowRankConfig()
     cfg.validate()
-    size = resolve_image_size(arch, splits, image_size)
+    size = image_size or input_size(arch, model, splits)
     new_model = copy_model(model)
     names = cfg.layers if cfg.layers is not None else factorable_layers(new_model, cfg.skip_final)
     layers: dict[str, dict[str, Any]] = {}

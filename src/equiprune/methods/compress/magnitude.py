@@ -23,9 +23,9 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ...engine import RunDir, TrainConfig
-from ...models import example_input
+from ...models import example_input, input_size
 from .base import CompressError, CompressResult, copy_model, final_linear_name, finetune, measure_cost, \
-    model_device, resolve_image_size
+    model_device
 
 SCOPES = ("local", "global")
 
@@ -115,7 +115,7 @@ def magnitude_prune(model: nn.Module, splits: Any = None, cfg: MagnitudeConfig |
     """Zero the smallest-magnitude weights (local or global), fine-tune with masks, make permanent."""
     cfg = cfg or MagnitudeConfig()
     cfg.validate()
-    size = resolve_image_size(arch, splits, image_size)
+    size = image_size or input_size(arch, model, splits)
     new_model = copy_model(model)
     targets = prunable_weights(new_model, cfg.skip_final)
     if not targets:
@@ -152,7 +152,7 @@ def structured_prune(model: nn.Module, splits: Any = None, cfg: StructuredConfig
 
     cfg = cfg or StructuredConfig()
     cfg.validate()
-    size = resolve_image_size(arch, splits, image_size)
+    size = image_size or input_size(arch, model, splits)
     new_model = copy_model(model)
     if any(isinstance(m, nn.MultiheadAttention) for m in new_model.modules()):
         raise CompressError("structured channel pruning supports the CNNs (vgg, resnet); for a ViT use "

@@ -46,14 +46,15 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from ...engine import RunDir, RunError
+from ...engine import RunDir
 from ...metrics import paired_bootstrap
+from ...models import input_size
 from ..audit import audit_model, predictions_name, store_audit
 from ..paired_runs import run_predictions
-from .base import CompressError, CompressResult, measure_cost, resolve_image_size
+from .base import CompressError, CompressResult, measure_cost
 from .magnitude import MagnitudeConfig, magnitude_prune
 from .sweep import (KEY_METRICS, CompressConfig, _audit_cfg, _load_point, _log, _run_config, _save_point,
-                    _settings, _source, audit_uncompressed, compress, point_label, point_record)
+                    _settings, _source, audit_uncompressed, compress, point_label, point_record, start_sweep_dir)
 
 ARMS = ("compressed", "compress_then_scp", "scp", "scp_then_compress")
 ARM_LABELS = {"compressed": "compressed", "compress_then_scp": "compress → SCP", "scp": "SCP only",
@@ -135,18 +136,13 @@ def order_study(source: Any, cfg: CompressConfig, scp: Any, run_dir: str | Path 
     dataset = getattr(splits, cfg.audit.split, None)
     if dataset is None or len(dataset) == 0:
         raise CompressError(f"the data has no {cfg.audit.split!r} split to audit on")
-    size = resolve_image_size(arch, splits)
+    size = input_size(arch, model, splits)
     model = model.cpu().eval()
     settings = {"compress": _settings(cfg), "scp": _scp_settings(scp)}
-    rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
+    rd = start_sweep_dir(run_dir, parent, "compress-order", settings, arch, data_config, cfg.method)
     records: list[dict[str, Any]] = []
     uncompressed = None
     if rd is not None:
-        if parent is not None and rd.path.resolve() == parent.run.path.resolve():
-            raise RunError("the order study's folder must be a new folder, not the input run folder")
-        rd.check_or_write_config(_run_config(parent, "compress-order", settings, arch, data_config,
-                                             method=cfg.method),
-                                 keys=["kind", "parent", "data", "arch", "settings"])
         stored = rd.read_config()
         stored["sweep"] = list(dict.fromkeys([*stored.get("sweep", []), *labels]))
         rd.write_config(stored)

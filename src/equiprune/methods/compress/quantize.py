@@ -58,9 +58,8 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ...engine import RunDir, TrainConfig, fit, make_loader
-from ...models import build_model, example_input, model_structure, register_module_type, serialized_size
-from .base import CompressError, CompressResult, copy_model, measure_cost, quiet_quantization, \
-    resolve_image_size
+from ...models import build_model, example_input, input_size, model_structure, register_module_type, serialized_size
+from .base import CompressError, CompressResult, copy_model, measure_cost, quiet_quantization
 
 with quiet_quantization():
     import torch.ao.nn.quantized.dynamic as nnqd
@@ -452,7 +451,7 @@ def quantize(model: nn.Module, splits: Any = None, cfg: QuantConfig | None = Non
     cfg = cfg or QuantConfig()
     cfg.validate()
     set_backend(cfg.backend)
-    size = resolve_image_size(arch, splits, image_size)
+    size = image_size or input_size(arch, model, splits)
     float_model = copy_model(model)
     if cfg.mode == "dynamic":
         qmodel, names = quantize_dynamic_linear(copy_model(model))

@@ -41,10 +41,10 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from ...engine import Predictions, RunDir, RunError, TrainConfig
-from ...models import load_checkpoint
+from ...engine import Predictions, RunDir, TrainConfig
+from ...models import input_size, load_checkpoint
 from ..audit import AuditConfig, AuditResult, audit_model, store_audit
-from .base import CompressError, CompressResult, measure_cost, resolve_image_size
+from .base import CompressError, CompressResult, measure_cost
 from .distill import DistillConfig, distill
 from .lowrank import RANK_RULES, LowRankConfig, low_rank
 from .magnitude import MagnitudeConfig, StructuredConfig, magnitude_prune, structured_prune
@@ -445,6 +445,26 @@ def _run_config(parent: Any, kind: str, settings: dict[str, Any], arch: dict[str
             "settings": settings, **more}
 
 
+def start_sweep_dir(run_dir: str | Path | RunDir | None, parent: Any, kind: str, settings: dict[str, Any],
+                    arch: dict[str, Any] | None, data_config: Any, method: str) -> RunDir | None:
+    """The folder of a sweep or an order study, created or resumed (None without `run_dir`).
+
+    From a run folder (`parent`) it is a child run (`runs.start_child_run`: the
+    same-folder and other-settings checks); from a bare model it is a folder
+    without parent whose config.json records the given data and arch.
+    """
+    if run_dir is None:
+        return None
+    if parent is not None:
+        from ..runs import start_child_run
+
+        return start_child_run(parent, run_dir, kind, settings, verb="compress", method=method, arch=dict(arch))[1]
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    rd.check_or_write_config(_run_config(None, kind, settings, arch, data_config, method=method),
+                             keys=["kind", "parent", "data", "arch", "settings", "method"])
+    return rd
+
+
 def _audit_cfg(cfg: CompressConfig, technique: str) -> AuditConfig:
     a = replace(cfg.audit, progress=cfg.audit.progress and cfg.progress)
     if technique.startswith("quant"):
@@ -507,27 +527,23 @@ def run_compress_sweep(source: Any, cfg: CompressConfig, run_dir: str | Path | R
     dataset = getattr(splits, cfg.audit.split, None)
     if dataset is None or len(dataset) == 0:
         raise CompressError(f"the data has no {cfg.audit.split!r} split to audit on")
-    size = resolve_image_size(arch, splits)
+    size = input_size(arch, model, splits)
     model = model.cpu().eval()
     settings = _settings(cfg)
-    rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
+    rd = start_sweep_dir(run_dir, parent, "compress", settings, arch, data_config, cfg.method)
     labels = [point_label(v) for v in values]
     group_names = [str(g) for g in getattr(dataset, "group_names", [])] or ["group 0", "group 1"]
 
     records: list[dict[str, Any]] = []
     uncompressed: dict[str, Any] | None = None
     if rd is not None:
-        if parent is not None and rd.path.resolve() == parent.run.path.resolve():
-            raise RunError("the sweep's folder must be a new folder, not the input run folder")
-        config = _run_config(parent, "compress", settings, arch, data_config, method=cfg.method)
-        resumed = rd.check_or_write_config(config, keys=["kind", "parent", "data", "arch", "settings"])
         stored = rd.read_config()
         stored["sweep"] = list(dict.fromkeys([*stored.get("sweep", []), *labels]))
         rd.write_config(stored)
         metrics = rd.read_metrics()
         records = [r for r in metrics["history"] if r.get("point") in labels]
         uncompressed = metrics.get("uncompressed")
-        if resumed and records:
+        if records:
             _log(rd, f"resuming the {cfg.method} sweep: {len(records)} of {len(values)} points done", cfg.progress)
 
     done = {r["point"] for r in records}

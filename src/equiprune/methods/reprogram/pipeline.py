@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ...engine import Predictions, RunDir, RunError, predict, resolve_device
+from ...engine import Predictions, RunDir, predict, resolve_device
 from ..audit import AuditConfig, AuditResult, audit_model
 from .core import ReprogramConfig, ReprogramResult, run_reprogram
 from .trigger import ReprogramError, ReprogrammedModel, check_geometry, default_size
@@ -77,32 +77,23 @@ def describe_row(row: dict[str, Any], crit: str) -> str:
     return text
 
 
-def _check_parent(model: nn.Module, extra: dict[str, Any], path: str | Path) -> None:
-    if isinstance(model, ReprogrammedModel) or extra.get("reprogram"):
-        raise ReprogramError(f"{path} is already a reprogrammed run; reprogram its parent run instead "
-                             "(its config.json names it under 'parent')")
+def _checker(cfg: ReprogramConfig):
+    """The check `start_child_run` runs on the parent before any folder is written."""
+    def check(parent: Any) -> None:
+        if isinstance(parent.model, ReprogrammedModel) or parent.extra.get("reprogram"):
+            raise ReprogramError(f"{parent.run.path} is already a reprogrammed run; reprogram its parent run "
+                                 "instead (its config.json names it under 'parent')")
+        image_size = parent.image_size  # a trigger that cannot fit is refused here
+        check_geometry(cfg.trigger, image_size, cfg.size or default_size(cfg.trigger, image_size), cfg.location)
+    return check
 
 
-def _open_parent(parent_path: str | Path, cfg: ReprogramConfig):
-    from ..runs import open_run
+def _child_dir(parent: Any, out: str | Path | RunDir, settings: dict[str, Any], cfg: ReprogramConfig,
+               kind: str = "reprogram", **more: Any) -> tuple[Any, RunDir]:
+    from ..runs import start_child_run
 
-    parent = open_run(parent_path)
-    _check_parent(parent.model, parent.extra, parent_path)
-    # Refuse a trigger that cannot fit before any folder is written.
-    image_size = int(parent.arch.get("image_size") or parent.data_config.image_size)
-    check_geometry(cfg.trigger, image_size, cfg.size or default_size(cfg.trigger, image_size), cfg.location)
-    return parent
-
-
-def _child_dir(parent: Any, out: str | Path, kind: str, settings: dict[str, Any], **more: Any) -> RunDir:
-    from ..runs import child_config
-
-    rd = RunDir(out)
-    if rd.path.resolve() == parent.run.path.resolve():
-        raise RunError("--out must be a new folder, not the --run folder itself")
-    rd.check_or_write_config(child_config(parent, kind, settings, method="fairness reprogramming", **more),
-                             keys=["kind", "parent", "data", "arch", "settings", *more])
-    return rd
+    return start_child_run(parent, out, kind, settings, verb="reprogram", check=_checker(cfg),
+                           method="fairness reprogramming", **more)
 
 
 def _audit_cfg(audit_cfg: AuditConfig | None, cfg: ReprogramConfig) -> AuditConfig:
@@ -146,8 +137,7 @@ def reprogram_from_run(parent_path: str | Path, cfg: ReprogramConfig, out: str |
     trigger), trigger.pt and trigger.png. Re-running resumes.
     """
     cfg.validate()
-    parent = _open_parent(parent_path, cfg)
-    rd = _child_dir(parent, out, "reprogram", cfg.settings())
+    parent, rd = _child_dir(parent_path, out, cfg.settings(), cfg)
     acfg = _audit_cfg(audit_cfg, cfg)
     splits = parent.splits()
     dataset = _split(splits, acfg.split)
@@ -178,9 +168,8 @@ def sweep_from_run(parent_path: str | Path, cfg: ReprogramConfig, lambdas: Seque
     for lam in lambdas:
         if lam < 0:
             raise ReprogramError(f"λ must be >= 0, got {lam}")
-    parent = _open_parent(parent_path, cfg)
-    top_settings = {**cfg.settings(), "lam": None}
-    rd = _child_dir(parent, out, "reprogram-sweep", top_settings, lambdas=lambdas)
+    parent, rd = _child_dir(parent_path, out, {**cfg.settings(), "lam": None}, cfg, kind="reprogram-sweep",
+                            lambdas=lambdas)
     acfg = _audit_cfg(audit_cfg, cfg)
     splits = parent.splits()
     dataset = _split(splits, acfg.split)
@@ -191,8 +180,7 @@ def sweep_from_run(parent_path: str | Path, cfg: ReprogramConfig, lambdas: Seque
     runs: list[ReprogramRunResult] = []
     for lam in lambdas:
         c = dataclasses.replace(cfg, lam=lam)
-        sub = _child_dir(parent, rd.path / lambda_dir_name(lam), "reprogram", c.settings(),
-                         sweep=str(rd.path.resolve()))
+        _, sub = _child_dir(parent, rd.path / lambda_dir_name(lam), c.settings(), c, sweep=str(rd.path.resolve()))
         r = _reprogram_into(parent, splits, c, sub, dataset, frozen_pred, acfg)
         runs.append(r)
         rows.append({**r.summary, "run": str(sub.path.resolve()), "best_epoch": r.result.best_epoch})
