@@ -24,6 +24,8 @@ from .pipelines.demo import DemoConfig, DemoResult, demo
 from .report import ComparisonResult, audit_and_report, audit_checkpoint_and_report, compare_runs
 
 if TYPE_CHECKING:
+    from .influence import InfluenceConfig, TrimConfig
+    from .influence import Source as InfluenceSource
     from .methods.reprogram import ReprogramConfig
 
 
@@ -77,6 +79,33 @@ def reprogram(run: str | Path, cfg: "ReprogramConfig", out: str | Path, lambdas:
     return sweep_from_run(run, cfg, lambdas, out) if lambdas else reprogram_from_run(run, cfg, out)
 
 
-__all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "demo", "prune_scp", "report", "reprogram", "train"]
+def influence(source: "InfluenceSource", cfg: "InfluenceConfig | None" = None, out: str | Path = "runs/influence"):
+    """`equiprune influence`: per-sample influence on utility, fairness and robustness, with report.html.
+
+    `source` names a run folder (its model's penultimate features) or a feature table.
+    Returns (FeatureTable, InfluenceResult).
+    """
+    from .engine import on_main
+    from .influence import InfluenceConfig, influence_to_folder
+    from .report.influence_report import write_influence_report
+    table, result = influence_to_folder(source, cfg or InfluenceConfig(), out)
+    on_main(write_influence_report, out)
+    return table, result
+
+
+def trim(source: "InfluenceSource", cfg: "TrimConfig | None" = None, out: str | Path = "runs/trim",
+         influence_cfg: "InfluenceConfig | None" = None, progress: bool = True):
+    """`equiprune trim`: influence-based data trimming at several budgets against its controls."""
+    from .engine import on_main
+    from .influence import InfluenceConfig, TrimConfig, trim_to_folder
+    from .report.influence_report import write_trim_report
+    cfg = cfg or TrimConfig()
+    icfg = influence_cfg or InfluenceConfig(impacts=tuple(dict.fromkeys((cfg.impact, "utility"))))
+    result = trim_to_folder(source, cfg, icfg, out, progress=progress)
+    on_main(write_trim_report, out)
+    return result
+
+
+__all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "demo", "influence", "prune_scp", "report", "reprogram", "train", "trim"]
 
 

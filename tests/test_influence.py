@@ -1,0 +1,180 @@
+"""Influence functions, trees and trimming (thesis §4.2) against direct computations."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from equiprune.influence import (FeatureTable, FeatureTableError, InfluenceConfig, TrimConfig, compute_influence,
+                                 leave_one_out, load_feature_table, select_rows, trim_table)
+from equiprune.influence.compute import HessianSolver
+from equiprune.influence.head import fit_head, hessian, hvp
+from equiprune.influence.toy import run_toy
+from equiprune.influence.trees import explain, interpretable_frame
+
+
+def _table(n=400, C=3, seed=0, flip_minority=0.0) -> FeatureTable:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    g = (rng.random(n) < 0.35).astype(int)
+    y = (X[:, 0] + 0.8 * X[:, 1] * (1 + g) + rng.normal(scale=0.8, size=n) > 0).astype(int)
+    if C == 3:
+        y = y + (X[:, 2] > 1).astype(int)
+    if flip_minority:
+        flip = (g == 1) & (y == 1) & (rng.random(n) < flip_minority)
+        y[flip] = 0
+    split = np.array(["train"] * (n // 2) + ["val"] * (n // 4) + ["test"] * (n - n // 2 - n // 4))
+    return FeatureTable(X, y, g, split, np.arange(n), [f"c{i}" for i in range(C)], ["light", "dark"],
+                        meta=pd.DataFrame({"site": rng.choice(["arm", "back"], n)}))
+
+
+@pytest.fixture(scope="module")
+def table():
+    return _table()
+
+
+@pytest.fixture(scope="module")
+def result(table):
+    return compute_influence(table, InfluenceConfig(lam=0.5))
+
+
+@pytest.mark.parametrize("name", ["utility", "dp", "eop", "eopp1", "eodd", "robust"])
+def test_influence_matches_leave_one_out_refits(table, result, name):
+    rows = np.arange(0, 200, 5)  # 40 real refits without one sample each
+    actual = leave_one_out(table, rows, name, InfluenceConfig(lam=0.5))
+    estimate = result.values[name][rows]
+    assert spearmanr(actual, estimate)[0] >= 0.9
+    # sign convention: negative influence = removing the sample lowers the metric
+    most_harmful = np.argsort(estimate)[:5]
+    assert (actual[most_harmful] < 0).all()
+    most_helpful = np.argsort(estimate)[-5:]
+    assert (actual[most_helpful] > 0).all()
+
+
+def test_dense_and_cg_solves_agree(table, result):
+    head = result.head
+    Zt = head.augment(table.part("train")[0])
+    P = head.proba(table.part("train")[0])
+    rhs = np.random.default_rng(1).normal(size=head.W.shape)
+    dense = HessianSolver(Zt, P, head.lam, None, "dense").solve(rhs)
+    cg = HessianSolver(Zt, P, head.lam, None, "cg", tol=1e-12).solve(rhs)
+    assert np.allclose(dense, cg, rtol=1e-6, atol=1e-9)
+    # the Hessian-vector product equals the dense Hessian times the vector
+    assert np.allclose(hessian(Zt, P, head.lam) @ rhs.ravel(), hvp(rhs, Zt, P, head.lam).ravel())
+
+
+def test_head_is_at_the_optimum(table, result):
+    """The fitted head's gradient vanishes (Newton-polished), which LOO agreement relies on."""
+    from equiprune.influence.head import _objective
+    X, y, _ = table.part("train")
+    Zt = result.head.augment(X)
+    _, grad = _objective(result.head.W.ravel(), Zt, np.eye(3)[y], np.ones(len(y)), result.head.lam)
+    assert np.abs(grad).max() < 1e-6
+
+
+def test_select_rows_caps_at_negatives_and_per_group():
+    values = np.array([-3.0, -2.0, -1.0, 0.5, 1.0, -0.5])
+    groups = np.array([1, 1, 1, 0, 0, 0])
+    assert list(select_rows(values, 10, groups)) == [0, 1, 2, 5]           # only the 4 negatives
+    assert list(select_rows(values, 2, groups)) == [0, 1]
+    assert len(select_rows(values, 10, groups, cap_at_negative=False)) == 6
+    capped = select_rows(values, 10, groups, max_group_share=0.34)          # at most 1 per group of 3
+    assert sorted(groups[capped].tolist()) == [0, 1]
+
+
+def test_trimming_reports_controls_and_removed_counts():
+    t = _table(n=800, C=2, seed=3, flip_minority=0.3)
+    res = trim_table(t, TrimConfig(impact="eodd", budgets=(0.0, 0.03), random_seeds=(1, 2)))
+    methods = set(res.rows["method"])
+    assert methods == {"influence-eodd", "influence-utility", "random"}
+    inf = res.rows[(res.rows.method == "influence-eodd") & (res.rows.budget == 0.03)].iloc[0]
+    rnd = res.rows[(res.rows.method == "random") & (res.rows.budget == 0.03)]
+    assert (rnd["removed"] == inf["removed"]).all()                          # same count as the method
+    assert res.removed[res.removed.budget == 0.03]["removed"].sum() == inf["removed"]
+    # downweight mode keeps every row: the refit differs from deletion
+    dw = trim_table(t, TrimConfig(impact="eodd", budgets=(0.03,), mode="downweight", weight=0.5, controls=False))
+    assert dw.rows.iloc[0]["removed"] == inf["removed"]
+
+
+def test_tree_rules_name_the_harmful_cell():
+    """Minority positives relabelled negative are harmful to the fairness gap: the worst rule names them."""
+    t = _table(n=1200, C=2, seed=5, flip_minority=0.5)
+    res = compute_influence(t, InfluenceConfig(impacts=("eopp1",), lam=0.5))
+    tr = res.train_index
+    frame = interpretable_frame(t.meta.iloc[tr].reset_index(drop=True), pd.Series(np.array(t.classes)[t.y[tr]]),
+                                pd.Series(np.array(t.group_names)[t.g[tr]]))
+    rules = explain(res.values["eopp1"], frame, max_depth=2)
+    assert rules[0].mean_influence < 0
+    assert "group = dark" in " ".join(rules[0].conditions)
+
+
+def test_thesis_toy_robust_trimming_raises_adversarial_accuracy():
+    r = run_toy("robust", budget=10, seed=0)
+    assert len(r.removed) == 10
+    assert r.after["robust_val_acc"] > r.before["robust_val_acc"]
+
+
+def test_bad_tables_are_named(tmp_path):
+    df = pd.DataFrame({"f0": [0.1, np.nan, 0.3, 0.2], "label": [0, 1, 0, 1], "group": [0, 1, 0, 1],
+                       "split": ["train", "train", "val", "val"]})
+    df.to_csv(tmp_path / "nan.csv", index=False)
+    t = load_feature_table(tmp_path / "nan.csv")
+    with pytest.raises(FeatureTableError, match="NaN"):
+        t.check()
+    with pytest.raises(FeatureTableError, match="no column 'diagnosis'"):
+        load_feature_table(tmp_path / "nan.csv", label_column="diagnosis")
+    df.assign(split="training").to_csv(tmp_path / "split.csv", index=False)
+    with pytest.raises(FeatureTableError, match="train, val and test"):
+        load_feature_table(tmp_path / "split.csv")
+    df.head(0).to_csv(tmp_path / "empty.csv", index=False)
+    with pytest.raises(FeatureTableError, match="no rows"):
+        load_feature_table(tmp_path / "empty.csv")
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "equiprune", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_influence_and_trim_on_a_feature_table(tmp_path):
+    t = _table(n=600, C=2, seed=2, flip_minority=0.3)
+    df = pd.DataFrame(t.X, columns=[f"f{i}" for i in range(5)])
+    df["diagnosis"] = np.where(t.y == 1, "melanoma", "nevus")
+    df["skin"] = np.where(t.g == 1, "<b>dark</b>", "light")
+    df["split"] = t.split
+    df.to_csv(tmp_path / "t.csv", index=False)
+    common = ["--features", str(tmp_path / "t.csv"), "--label-column", "diagnosis", "--group-column", "skin",
+              "--group-map", "light=0,<b>dark</b>=1"]
+    p = _cli("influence", *common, "--impacts", "eodd,utility", "--out", str(tmp_path / "inf"))
+    assert p.returncode == 0, p.stderr
+    out = pd.read_csv(tmp_path / "inf" / "influence.csv")
+    assert len(out) == (t.split == "train").sum()
+    assert {"influence_eodd", "influence_utility"} <= set(out.columns)
+    html = (tmp_path / "inf" / "report.html").read_text()
+    assert "<b>dark</b>" not in html and "&lt;b&gt;dark&lt;/b&gt;" in html
+    p = _cli("trim", *common, "--budgets", "0,0.02", "--random-seeds", "1,2", "--quiet", "--out", str(tmp_path / "tr"))
+    assert p.returncode == 0, p.stderr
+    rows = pd.read_csv(tmp_path / "tr" / "trim.csv")
+    assert set(rows.method) == {"influence-eodd", "influence-utility", "random"}
+    # same command again resumes; other settings are refused
+    p = _cli("trim", *common, "--budgets", "0,0.05", "--quiet", "--out", str(tmp_path / "tr"))
+    assert p.returncode == 2 and "settings" in p.stderr
+    p = _cli("influence", "--features", str(tmp_path / "t.csv"), "--out", str(tmp_path / "x"))
+    assert p.returncode == 2 and "no column 'label'" in p.stderr
+
+
+def test_influence_on_a_run(runs, tmp_path):
+    from equiprune.influence.run_features import features_from_run
+    t = features_from_run(runs["base"])
+    assert t.network_pred is not None and len(t.network_pred) == len(t.y)
+    assert set(np.unique(t.split)) == {"train", "val", "test"}
+    p = _cli("influence", "--run", str(runs["base"]), "--impacts", "utility,eodd", "--out", str(tmp_path / "ri"))
+    assert p.returncode == 0, p.stderr
+    sec = json.loads((tmp_path / "ri" / "metrics.json").read_text())["influence"]
+    assert 0.0 <= sec["head_agreement"] <= 1.0
+    cfg = json.loads((tmp_path / "ri" / "config.json").read_text())
+    assert cfg["parent"] and cfg["kind"] == "influence"
