@@ -13,6 +13,16 @@ from .bootstrap import (
 )
 from .fairness import METRIC_NAMES, FairnessResult, MetricsError, group_fairness
 from .fate import FATE_CRITERIA, fate, fate_scores
+from .group_scores import (
+    SCORE_LABELS,
+    SCORE_METRICS,
+    SCORE_SENSE,
+    GroupScores,
+    ScoreSettings,
+    bootstrap_group_scores,
+    group_scores,
+    paired_group_scores,
+)
 from .multigroup import (
     PAIR_METRICS,
     TABLE_METRICS,
@@ -36,6 +46,14 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_samples",
     "paired_bootstrap",
+    "SCORE_LABELS",
+    "SCORE_METRICS",
+    "SCORE_SENSE",
+    "GroupScores",
+    "ScoreSettings",
+    "bootstrap_group_scores",
+    "group_scores",
+    "paired_group_scores",
     "PAIR_METRICS",
     "TABLE_METRICS",
     "IntersectedGroups",

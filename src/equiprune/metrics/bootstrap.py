@@ -101,12 +101,16 @@ def _check_params(n_boot: int, alpha: float | None = None) -> int:
 
 
 def _resample_index_chunks(
-    g: np.ndarray, n_boot: int, rng: np.random.Generator, stratify: bool
+    g: np.ndarray, n_boot: int, rng: np.random.Generator, stratify: bool, values: Sequence[int] = (0, 1)
 ) -> Iterator[np.ndarray]:
-    """Yield (k, n) arrays of row indices, k resamples at a time, n_boot rows in total."""
+    """Yield (k, n) arrays of row indices, k resamples at a time, n_boot rows in total.
+
+    Stratified draws resample within each group code of `values` in turn (the
+    two paper groups by default; more groups for the multi-group scores).
+    """
     n = len(g)
     per_chunk = max(1, _CHUNK_ELEMENTS // n)
-    members = [np.flatnonzero(g == v) for v in (0, 1)] if stratify else None
+    members = [np.flatnonzero(g == v) for v in values] if stratify else None
     done = 0
     while done < n_boot:
         k = min(per_chunk, n_boot - done)
