@@ -178,3 +178,63 @@ def test_influence_on_a_run(runs, tmp_path):
     assert 0.0 <= sec["head_agreement"] <= 1.0
     cfg = json.loads((tmp_path / "ri" / "config.json").read_text())
     assert cfg["parent"] and cfg["kind"] == "influence"
+
+
+def test_trim_a_run_fine_tunes_without_the_trimmed_images(runs, tmp_path):
+    from equiprune.methods.runs import open_run
+    out = tmp_path / "rt"
+    p = _cli("trim", "--run", str(runs["base"]), "--budgets", "0,0.05", "--random-seeds", "1", "--quiet",
+             "--finetune-budget", "0.05", "--finetune-epochs", "1", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    child = open_run(out / "finetuned-eodd")
+    cfg = child.config
+    assert cfg["kind"] == "trim" and cfg["parent"]
+    removed = json.loads((out / "finetuned-eodd" / "metrics.json").read_text())["finetune_done"]
+    total = len(open_run(runs["base"]).splits().train)
+    assert removed["kept"] + removed["removed"] == total and removed["removed"] > 0
+    p = _cli("trim", "--features", "x.csv", "--finetune-budget", "0.05", "--out", str(tmp_path / "bad"))
+    assert p.returncode == 2
+
+
+def test_anchoring_widens_dp_and_trimming_narrows_it():
+    from equiprune.data.tabular import load_german
+    from equiprune.influence.anchoring import AnchoringConfig, anchoring_attack, poisoning_defense
+    X, y, g, _ = load_german()
+    rows = {r.setting: r for r in poisoning_defense(X.to_numpy(), y, g, AnchoringConfig(method="nonrandom"))}
+    assert abs(rows["NRAA"].dp) > abs(rows["before"].dp) + 0.05
+    assert abs(rows["NRAA + trimming"].dp) < abs(rows["NRAA"].dp) / 2
+    assert rows["NRAA + trimming"].removed <= round(0.1 * 660)            # budget: 10 % of the poisoned train split
+    # the poison: favourable points of the advantaged group, unfavourable of the other, within tau of a target
+    Xs = np.random.default_rng(0).normal(size=(200, 3))
+    ys, gs = np.r_[np.ones(100, int), np.zeros(100, int)], np.r_[np.ones(60, int), np.zeros(100, int), np.ones(40, int)]
+    Xp, yp, gp = anchoring_attack(Xs, ys, gs, AnchoringConfig(eps=0.1, tau=0.5))
+    assert len(yp) == 20 and set(zip(yp.tolist(), gp.tolist())) == {(1, 1), (0, 0)}
+    centre = Xp[yp == 1].mean(0)
+    assert np.linalg.norm(Xp[yp == 1] - centre, axis=1).max() <= 1.0 + 1e-9
+
+
+def test_evasion_attack_never_helps_and_apps_cli(tmp_path):
+    from equiprune.data.tabular import load_german
+    from equiprune.influence.scenarios import evasion
+    X, y, g, _ = load_german()
+    df = evasion(X.to_numpy(), y, g, fractions=(0.1, 0.5), seeds=(0,))
+    assert (df["acc"] <= df["clean_acc"] + 1e-12).all()
+    hit = df.groupby(["model", "attacked_fraction"])["acc"].mean().unstack()
+    assert (hit[0.5] < hit[0.1]).all()                                    # more attacked points, lower accuracy
+    p = _cli("influence-apps", "poisoning", "--dataset", "german", "--seeds", "0", "--out", str(tmp_path / "ap"))
+    assert p.returncode == 0, p.stderr
+    summary = pd.read_csv(tmp_path / "ap" / "summary.csv")
+    assert {"thesis_dp", "dp_mean"} <= set(summary.columns) and "NRAA + trimming" in set(summary.setting)
+
+
+def test_val_from_replaces_the_validation_split(tmp_path):
+    from equiprune.influence import Source
+    t = _table(n=400, C=2, seed=4)
+    cols = [f"f{i}" for i in range(5)]
+    base = pd.DataFrame(t.X, columns=cols).assign(label=t.y, group=t.g, split=t.split)
+    base.to_csv(tmp_path / "a.csv", index=False)
+    shifted = base.sample(50, random_state=0).assign(f0=lambda d: d.f0 + 2.0).drop(columns="split")
+    shifted.to_csv(tmp_path / "b.csv", index=False)
+    loaded = Source(features=str(tmp_path / "a.csv"), val_from=str(tmp_path / "b.csv")).load()
+    assert loaded.mask("val").sum() == 50 and loaded.mask("train").sum() == (t.split == "train").sum()
+    assert np.allclose(loaded.part("val")[0][:, 0], shifted["f0"].to_numpy())

@@ -94,18 +94,32 @@ def influence(source: "InfluenceSource", cfg: "InfluenceConfig | None" = None, o
 
 
 def trim(source: "InfluenceSource", cfg: "TrimConfig | None" = None, out: str | Path = "runs/trim",
-         influence_cfg: "InfluenceConfig | None" = None, progress: bool = True):
-    """`equiprune trim`: influence-based data trimming at several budgets against its controls."""
+         influence_cfg: "InfluenceConfig | None" = None, progress: bool = True, finetune=None):
+    """`equiprune trim`: influence-based data trimming at several budgets against its controls.
+
+    With `finetune` (a FinetuneSpec; run sources only) the run's model is also
+    fine-tuned without the trimmed images, into subfolders of `out`.
+    """
     from .engine import on_main
     from .influence import InfluenceConfig, TrimConfig, trim_to_folder
     from .report.influence_report import write_trim_report
     cfg = cfg or TrimConfig()
     icfg = influence_cfg or InfluenceConfig(impacts=tuple(dict.fromkeys((cfg.impact, "utility"))))
-    result = trim_to_folder(source, cfg, icfg, out, progress=progress)
+    result = trim_to_folder(source, cfg, icfg, out, progress=progress, finetune=finetune)
     on_main(write_trim_report, out)
     return result
 
 
-__all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "demo", "influence", "prune_scp", "report", "reprogram", "train", "trim"]
+def influence_apps(scenario: str, out: str | Path, **kwargs):
+    """`equiprune influence-apps`: trimming in the thesis's scenarios (poisoning, evasion, online, active)."""
+    from .engine import on_main
+    from .influence.apps import run_app
+    from .report.influence_report import write_apps_report
+    result = run_app(scenario, out, **kwargs)
+    on_main(write_apps_report, out)
+    return result
+
+
+__all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "demo", "influence", "influence_apps", "prune_scp", "report", "reprogram", "train", "trim"]
 
 

