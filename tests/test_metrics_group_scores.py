@@ -236,8 +236,8 @@ def test_bootstrap_estimates_equal_the_full_data_and_a_resample_equals_the_resam
         assert ci[k].estimate == v or (math.isnan(v) and math.isnan(ci[k].estimate))
     assert ci["worst_group_auc"].lo < ci["worst_group_auc"].estimate < ci["worst_group_auc"].hi
     # The vectorised resamples: one resample recomputed directly on the drawn samples.
-    from equiprune.metrics.group_scores import _bootstrap
-    _, samples = _bootstrap(y, [(p, None)], g, 5, 4, True, ScoreSettings())
+    from equiprune.metrics.group_scores import group_score_samples
+    _, samples = group_score_samples(y, [(p, None)], g, 5, 4)
     (idx,) = list(_resample_index_chunks(g, 5, np.random.default_rng(4), True, values=range(2)))
     for r in (0, 3):
         direct = group_scores(y[idx[r]], p[idx[r]], g[idx[r]]).values

@@ -303,10 +303,10 @@ def test_run_report_is_self_contained_and_md_links_exist(tmp_path, audits):
     _assert_self_contained(html)
     assert "What this means" in html and "Table 1" in html and "SNNL scores" in html
     assert "ratio=0.02" in html  # method settings from config.json
-    assert len(re.findall(r"<img\b", html)) == 4  # bars, confusion, history, stored section
+    assert len(re.findall(r"<img\b", html)) == 5  # bars, confusion, history, stored section, reliability
     md = md_path.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 4 and all((run / link).is_file() for link in links)
+    assert len(links) == 5 and all((run / link).is_file() for link in links)
     # Rewriting the report keeps the stored section and replaces, not duplicates, it.
     add_report_section(run, "SNNL scores", text="updated")
     html = write_run_report(run)[0].read_text()

@@ -68,9 +68,9 @@ def audit_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, 
 
 
 def report(runs: Sequence[str | Path], out: str | Path | None = None,
-           names: Sequence[str] | None = None) -> ComparisonResult:
-    """`equiprune report`: one comparison page over several run folders."""
-    return compare_runs(runs, out_dir=out, names=names)
+           names: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> ComparisonResult:
+    """`equiprune report`: one comparison page over several run folders (`columns`: an extra table of chosen numbers)."""
+    return compare_runs(runs, out_dir=out, names=names, columns=columns)
 
 
 def reprogram(run: str | Path, cfg: "ReprogramConfig", out: str | Path, lambdas: Sequence[float] | None = None):

@@ -13,12 +13,16 @@ examples:
   equiprune audit --run runs/scp --baseline runs/base --n-boot 2000
   equiprune audit --run runs/base --groups fitzpatrick   # also the six skin types
   equiprune audit --run runs/base --groups fitzpatrick,sex --split val
+  equiprune audit --run runs/base --ece-binning adaptive   # calibration with equal-mass bins
   equiprune audit --checkpoint model.pt --data fitzpatrick17k --root images/ --out runs/audit-f17k
   equiprune audit --checkpoint runs/base/model.pt --data synthderm --data-seed 0 --out runs/audit-base
 With --run it writes into the run folder: the `audit` section of metrics.json
 (`audit_val` / `audit_train` for the other splits), predictions_<split>.csv,
 report.md and report.html (one self-contained file), and prints Table 1 with
-intervals.
+intervals, then per-group accuracy, AUC, ECE and NLL with intervals, the
+worst-group AUC/accuracy, the AUC and ECE gaps, the largest FNR/FPR gap and
+Eodd at specificity 0.8 (MEDFAIR's numbers, from the same predictions; the
+report adds a reliability diagram per group).
 With --checkpoint (a model.pt written by equiprune) the data options say what
 to audit it on (--data is required; --data-seed is the --seed of
 `equiprune train` when the splits are made here) and --out becomes a run
@@ -58,6 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="use the dataset's class count for the class means instead of deriving it from the "
                         "data as the papers' code does (a deviation; matters only if a class is absent)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    sc = p.add_argument_group("threshold-free and calibration numbers (MEDFAIR; docs/GROUP_SCORES.md)")
+    sc.add_argument("--ece-bins", type=int, default=10, help="ECE bins (default 10)")
+    sc.add_argument("--ece-binning", choices=["equal", "adaptive"], default="equal",
+                    help="equal-width bins on [0, 1] (default) or adaptive equal-mass bins per group")
+    sc.add_argument("--specificity", type=float, default=0.8,
+                    help="specificity at which the fixed-threshold Eodd is measured (default 0.8, as MEDFAIR)")
+    sc.add_argument("--no-scores", action="store_true",
+                    help="leave out per-group AUC, ECE, NLL and FNR/FPR (only the papers' metrics)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = add_data_args(p, default_data=None, default_image_size=None)
@@ -87,12 +99,15 @@ def _check_source_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..methods.audit import AuditConfig
     from ..report import audit_and_report
+    from ..report.scores import format_scores_terminal
     from ..report.tables import format_terminal
 
     _check_source_args(args)
     cfg = AuditConfig(split=args.split, n_boot=args.n_boot, seed=args.seed, alpha=args.alpha,
                       fate_lambda=args.fate_lambda, groups=args.groups, full_classes=args.full_classes,
-                      latency=not args.no_latency, device=args.device, progress=not args.quiet)
+                      latency=not args.no_latency, device=args.device, progress=not args.quiet,
+                      scores=not args.no_scores, ece_bins=args.ece_bins, ece_binning=args.ece_binning,
+                      specificity=args.specificity)
     if args.checkpoint:
         from ..report import audit_checkpoint_and_report
 
@@ -104,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run or args.out)
     audit = result.to_dict()
     print(format_terminal(audit))
+    scores = format_scores_terminal(audit)
+    if scores:
+        print(scores)
     if result.baseline_path:
         print(f"\nFATE and paired differences against the baseline {result.baseline_path}")
     elif not result.fate:

@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = p.add_argument_group("audit")
     a.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per interval (default 1000)")
     a.add_argument("--no-latency", action="store_true", help="do not measure latency (faster)")
+    a.add_argument("--columns", default=None, metavar="KEY,KEY,...",
+                   help="an extra table of chosen numbers on the comparison page, e.g. "
+                        "worst_group_auc,auc_gap,ece_gap,eodd (see `equiprune report --help`); Table 1 is unchanged")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -87,6 +90,7 @@ def config_from_args(args: argparse.Namespace):
                         synthderm=SynthDermConfig(n=args.synth_n)),
         model=ModelConfig(name=args.model, width=args.width),
         train=replace(d.train, epochs=args.epochs, progress=progress),
+        columns=tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None,
         progress=progress)
 
 

@@ -10,10 +10,19 @@ examples:
   equiprune report runs/base runs/scp runs/fairprune
   equiprune report runs/base runs/scp-s0 runs/scp-s1 runs/scp-s2 --out runs/compare
   equiprune report runs/a runs/b runs/c --names baseline,scp,scp     # same name: mean ± sd
+  equiprune report runs/base runs/scp --columns worst_group_auc,auc_gap,ece_gap,eodd,fate_eodd
 Writes compare.html (self-contained), compare.md, compare.csv (and
 compare_summary.csv when runs share a method). Runs with no audit of the
 split are audited first, exactly as `equiprune audit --run RUN` would.
 Runs that differ only by seed are grouped and summarised as mean ± sd.
+Table 1 keeps the papers' columns; runs audited with the threshold-free and
+calibration numbers also get MEDFAIR's worst-group table (worst-group
+accuracy and AUC, AUC and ECE gaps, largest FNR gap, Eodd at specificity
+0.8). --columns picks the columns of an extra table (and of the terminal
+summary) from any audited number: paper metrics (eodd, f1_avg, acc_g0, ...),
+fate_eodd, and auc, worst_group_auc, auc_gap, acc, worst_group_acc, acc_gap,
+ece, worst_group_ece, ece_gap, nll, worst_group_nll, nll_gap, fnr_gap,
+fpr_gap, eodd_at_spec (docs/GROUP_SCORES.md).
 """
 
 
@@ -26,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: compare/ next to the runs)")
     p.add_argument("--names", default=None, help="comma-separated display names, one per run")
+    p.add_argument("--columns", default=None, metavar="KEY,KEY,...",
+                   help="comma-separated columns of an extra table and of the terminal summary, e.g. "
+                        "worst_group_auc,ece_gap,eodd (default: the papers' F1 Avg., Eodd, FATE(Eodd))")
     g = p.add_argument_group("audits of runs not audited yet")
     g.add_argument("--split", choices=["test", "val", "train"], default="test", help="split (default test)")
     g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -40,20 +52,43 @@ def run(args: argparse.Namespace) -> int:
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     cfg = AuditConfig(split=args.split, n_boot=args.n_boot, seed=args.seed, device=args.device)
-    res = compare_runs(args.runs, out_dir=args.out, names=names, cfg=cfg)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns is not None else None
+    res = compare_runs(args.runs, out_dir=args.out, names=names, cfg=cfg, columns=columns)
     t = res.table
     width = max(len(n) for n in t.names)
-    print(f"{'run'.ljust(width)}  {'F1 Avg.':>7}  {'Eodd':>6}  {'FATE(Eodd)':>10}")
-    for name in t.names:
-        e = t.estimate.loc[name]
-        e = e.iloc[0] if hasattr(e, "ndim") and e.ndim == 2 else e
-        fate = f"{e['fate_eodd']:+.3f}" if e["fate_eodd"] == e["fate_eodd"] else "—"
-        print(f"{name.ljust(width)}  {e['f1_avg']:7.3f}  {e['eodd']:6.3f}  {fate:>10}")
+    if columns:
+        _print_columns(res, columns, width)
+    else:
+        _print_default(t, width)
     for p in res.audited:
         print(f"audited on the fly: {p}")
     for note in res.notes:
         if "audited it now" not in note:
             print(f"note: {note}")
     done("table", res.csv_path)
+    if columns:
+        done("columns", res.csv_path.with_name("compare_columns.csv"))
     done("report", res.html_path)
     return 0
+
+
+def _print_columns(res, columns: list[str], width: int) -> None:
+    from ..report.scores import audit_cell, column_choices
+
+    labels = column_choices()
+    heads = [labels[c][0] for c in columns]
+    widths = [max(len(h), 6) for h in heads]
+    print(f"{'run'.ljust(width)}  " + "  ".join(h.rjust(w) for h, w in zip(heads, widths)))
+    for e in res.runs:
+        cells = [audit_cell(e.audit, c) for c in columns]
+        vals = [f"{c.estimate:.3f}" if c is not None and c.estimate == c.estimate else "—" for c in cells]
+        print(f"{e.name.ljust(width)}  " + "  ".join(v.rjust(w) for v, w in zip(vals, widths)))
+
+
+def _print_default(t, width: int) -> None:
+    print(f"{'run'.ljust(width)}  {'F1 Avg.':>7}  {'Eodd':>6}  {'FATE(Eodd)':>10}")
+    for name in t.names:
+        e = t.estimate.loc[name]
+        e = e.iloc[0] if hasattr(e, "ndim") and e.ndim == 2 else e
+        fate = f"{e['fate_eodd']:+.3f}" if e["fate_eodd"] == e["fate_eodd"] else "—"
+        print(f"{name.ljust(width)}  {e['f1_avg']:7.3f}  {e['eodd']:6.3f}  {fate:>10}")

@@ -34,7 +34,9 @@ from ..metrics import (
     multigroup_gaps,
     paired_bootstrap,
 )
+from ..metrics import ScoreSettings
 from ..models import model_cost
+from .audit_scores import score_section
 
 __all__ = [
     "AuditConfig",
@@ -75,6 +77,11 @@ class AuditConfig:
             deriving C from the data as the reference code does (a documented
             deviation; only matters when a class is absent from the split).
         latency: measure the forward latency (takes a second or two).
+        scores: also the threshold-free and calibration numbers (per-group
+            AUC, ECE, NLL, FNR/FPR, Eodd at a fixed specificity;
+            docs/GROUP_SCORES.md), from the same predictions.
+        ece_bins, ece_binning: ECE bins, ``equal`` (width) or ``adaptive`` (mass).
+        specificity: the specificity of MEDFAIR's fixed-specificity Eodd.
         batch_size: prediction batch size.
         device: "auto", "cpu", "cuda", ...
         progress: show a progress bar while predicting.
@@ -89,6 +96,10 @@ class AuditConfig:
     min_group_size: int = 1
     full_classes: bool = False
     latency: bool = True
+    scores: bool = True
+    ece_bins: int = 10
+    ece_binning: str = "equal"
+    specificity: float = 0.8
     batch_size: int = 256
     device: str = "auto"
     progress: bool = False
@@ -103,6 +114,15 @@ class AuditConfig:
             raise AuditError(f"alpha must be in (0, 1), e.g. 0.05 for 95% intervals; got {self.alpha}.")
         if self.groups is not None and not str(self.groups).strip():
             raise AuditError("groups is empty; give a metadata column such as 'fitzpatrick'.")
+        try:
+            self.score_settings().validate()
+        except MetricsError as exc:
+            raise AuditError(str(exc)) from exc
+
+    def score_settings(self) -> ScoreSettings:
+        """The settings of the threshold-free and calibration numbers."""
+        return ScoreSettings(n_bins=self.ece_bins, binning=self.ece_binning, specificity=self.specificity,
+                             min_group_size=self.min_group_size)
 
 
 @dataclass(eq=False)
@@ -135,6 +155,7 @@ class AuditResult:
     cost: dict[str, float] | None = None
     baseline_cost: dict[str, float] | None = None
     multigroup: dict[str, Any] | None = None
+    scores: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     predictions_file: str | None = None
@@ -163,6 +184,7 @@ class AuditResult:
             "confusion": {"labels": list(self.classes[: self.confusion.shape[-1]]),
                           "counts": self.confusion.tolist()},
             "multigroup": self.multigroup,
+            "scores": self.scores,
             "predictions_file": self.predictions_file,
             "notes": list(self.notes),
         }
@@ -209,9 +231,9 @@ def _column_names(column: str, values: np.ndarray, group_names: list[str]) -> li
     return [str(v) for v in values]
 
 
-def _multigroup(dataset: Any, p: Predictions, spec: str, group_names: list[str],
-                num_classes: int | None, min_group_size: int) -> dict[str, Any]:
-    """Per-group table, pairwise paper gaps and worst pairs by metadata column(s)."""
+def _group_codes(dataset: Any, p: Predictions, spec: str, group_names: list[str]
+                 ) -> tuple[list[str], np.ndarray, list[str]]:
+    """(columns, group code per prediction, name per code) of a multi-group audit by metadata column(s)."""
     meta = getattr(dataset, "meta", None)
     if not isinstance(meta, pd.DataFrame):
         raise AuditError("this dataset has no metadata table (`meta`), so --groups cannot be used.")
@@ -238,6 +260,13 @@ def _multigroup(dataset: Any, p: Predictions, spec: str, group_names: list[str],
         ig = intersect_groups(vals[0], vals[1], dict(zip(ua.tolist(), _column_names(cols[0], ua, group_names))),
                               dict(zip(ub.tolist(), _column_names(cols[1], ub, group_names))), sep=" & ")
         ids, names = ig.ids, ig.names
+    return cols, ids, names
+
+
+def _multigroup(dataset: Any, p: Predictions, spec: str, group_names: list[str],
+                num_classes: int | None, min_group_size: int) -> dict[str, Any]:
+    """Per-group table, pairwise paper gaps and worst pairs by metadata column(s)."""
+    cols, ids, names = _group_codes(dataset, p, spec, group_names)
     res = multigroup_gaps(p.y_true, p.y_pred, ids, num_classes=num_classes, group_names=names,
                           min_group_size=min_group_size)
     def records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -363,6 +392,16 @@ def audit_model(model: nn.Module, dataset: Any, cfg: AuditConfig | None = None,
 
     if cfg.groups:
         result.multigroup = _multigroup(dataset, pred, cfg.groups, group_names, num_classes, cfg.min_group_size)
+    if cfg.scores:
+        by_column = None
+        if cfg.groups:
+            cols, ids, names = _group_codes(dataset, pred, cfg.groups, group_names)
+            by_column = (",".join(cols), ids, names)
+        try:
+            result.scores = score_section(pred, cfg.score_settings(), cfg.n_boot, cfg.seed, cfg.alpha, group_names,
+                                          classes, baseline=baseline, by_column=by_column)
+        except MetricsError as exc:
+            result.notes.append(f"threshold-free and calibration numbers left out: {exc}")
     if image_size is not None:
         result.cost = model_cost(model, int(image_size), latency=cfg.latency).to_dict()
     return result

@@ -65,6 +65,9 @@ __all__ = [
     "group_scores",
     "bootstrap_group_scores",
     "paired_group_scores",
+    "group_score_samples",
+    "intervals_from_samples",
+    "paired_from_samples",
 ]
 
 # The summary numbers, in report order; +1 if higher is better, -1 if lower is.
@@ -399,10 +402,17 @@ def _weights(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=k * n).reshape(k, n).astype(np.float64)
 
 
-def _bootstrap(y_true: Any, models: Sequence[tuple[Any, Any | None]], groups: Any, n_boot: int,
-               seed: int | np.random.Generator | None, stratify: bool, cfg: ScoreSettings
-               ) -> tuple[list[dict[str, float]], list[dict[str, np.ndarray]]]:
-    """Full-data values and resampled values of every model on the same resamples."""
+def group_score_samples(y_true: Any, models: Sequence[tuple[Any, Any | None]], groups: Any, n_boot: int = 1000,
+                        seed: int | np.random.Generator | None = 0, stratify: bool = True,
+                        settings: ScoreSettings | None = None
+                        ) -> tuple[list[dict[str, float]], list[dict[str, np.ndarray]]]:
+    """Full-data values and (n_boot,) resampled values of every model, all on the same resamples.
+
+    `models` is a list of ``(probs, y_pred)`` (``y_pred`` None: argmax). One
+    call serves a model's own intervals, a baseline's and their paired
+    differences (:func:`intervals_from_samples`, :func:`paired_from_samples`).
+    """
+    cfg = settings or ScoreSettings()
     cfg.validate()
     n_boot = _check_params(n_boot)
     prepared = []
@@ -415,7 +425,8 @@ def _bootstrap(y_true: Any, models: Sequence[tuple[Any, Any | None]], groups: An
             raise MetricsError(f"the two models have {d.c} and {p.shape[1]} probability columns; compare models "
                                "of the same task.")
         prepared.append(_prepare_model(d, p, yp))
-    assert d is not None
+    if d is None:
+        raise MetricsError("no model to score.")
     full = [{k: float(v[0]) for k, v in _evaluate(d, m, np.ones((1, len(d.y)))).items()} for m in prepared]
     chunks: list[list[dict[str, np.ndarray]]] = [[] for _ in prepared]
     rng = _rng(seed)
@@ -427,20 +438,12 @@ def _bootstrap(y_true: Any, models: Sequence[tuple[Any, Any | None]], groups: An
     return full, samples
 
 
-def bootstrap_group_scores(y_true: Any, probs: Any, groups: Any, y_pred: Any | None = None, n_boot: int = 1000,
-                           seed: int | np.random.Generator | None = 0, alpha: float = 0.05, stratify: bool = True,
-                           settings: ScoreSettings | None = None) -> dict[str, Interval]:
-    """Percentile interval of every number of :func:`group_scores` (stratified by group by default).
-
-    NaN resamples (a class missing from a group in that resample) are left out
-    of the percentiles; a number that is NaN on the full data keeps NaN bounds.
-    """
-    _check_params(n_boot, alpha)
-    full, samples = _bootstrap(y_true, [(probs, y_pred)], groups, n_boot, seed, stratify,
-                               settings or ScoreSettings())
+def intervals_from_samples(full: Mapping[str, float], samples: Mapping[str, np.ndarray], alpha: float = 0.05
+                           ) -> dict[str, Interval]:
+    """Percentile intervals; NaN resamples left out, a NaN estimate keeps NaN bounds."""
     out = {}
-    for k, est in full[0].items():
-        s = samples[0][k]
+    for k, est in full.items():
+        s = samples[k]
         ok = s[np.isfinite(s)]
         if not math.isfinite(est) or ok.size == 0:
             out[k] = Interval(est, math.nan, math.nan, math.nan)
@@ -450,18 +453,14 @@ def bootstrap_group_scores(y_true: Any, probs: Any, groups: Any, y_pred: Any | N
     return out
 
 
-def paired_group_scores(y_true: Any, probs_a: Any, probs_b: Any, groups: Any, y_pred_a: Any | None = None,
-                        y_pred_b: Any | None = None, n_boot: int = 1000,
-                        seed: int | np.random.Generator | None = 0, alpha: float = 0.05, stratify: bool = True,
-                        settings: ScoreSettings | None = None) -> dict[str, PairedInterval]:
-    """Paired difference b - a of every number, both models scored on the same resamples."""
-    _check_params(n_boot, alpha)
-    full, samples = _bootstrap(y_true, [(probs_a, y_pred_a), (probs_b, y_pred_b)], groups, n_boot, seed, stratify,
-                               settings or ScoreSettings())
+def paired_from_samples(full_a: Mapping[str, float], samples_a: Mapping[str, np.ndarray],
+                        full_b: Mapping[str, float], samples_b: Mapping[str, np.ndarray], alpha: float = 0.05
+                        ) -> dict[str, PairedInterval]:
+    """Paired differences b - a from two models' values on the same resamples."""
     out = {}
-    for k in full[0]:
-        a, b = full[0][k], full[1][k]
-        diff = samples[1][k] - samples[0][k]
+    for k in full_a:
+        a, b = full_a[k], full_b[k]
+        diff = samples_b[k] - samples_a[k]
         dd = diff[np.isfinite(diff)]
         if not (math.isfinite(a) and math.isfinite(b)) or dd.size == 0:
             out[k] = PairedInterval(b - a, math.nan, math.nan, math.nan, False, a, b)
@@ -470,3 +469,27 @@ def paired_group_scores(y_true: Any, probs_a: Any, probs_b: Any, groups: Any, y_
         p_value = min(1.0, 2.0 * min(np.sum(dd <= 0) + 1, np.sum(dd >= 0) + 1) / (len(dd) + 1))
         out[k] = PairedInterval(b - a, lo, hi, float(p_value), bool(lo > 0 or hi < 0), a, b)
     return out
+
+
+def bootstrap_group_scores(y_true: Any, probs: Any, groups: Any, y_pred: Any | None = None, n_boot: int = 1000,
+                           seed: int | np.random.Generator | None = 0, alpha: float = 0.05, stratify: bool = True,
+                           settings: ScoreSettings | None = None) -> dict[str, Interval]:
+    """Percentile interval of every number of :func:`group_scores` (stratified by group by default).
+
+    NaN resamples (a class missing from a group in that resample) are left out
+    of the percentiles; a number that is NaN on the full data keeps NaN bounds.
+    """
+    _check_params(n_boot, alpha)
+    full, samples = group_score_samples(y_true, [(probs, y_pred)], groups, n_boot, seed, stratify, settings)
+    return intervals_from_samples(full[0], samples[0], alpha)
+
+
+def paired_group_scores(y_true: Any, probs_a: Any, probs_b: Any, groups: Any, y_pred_a: Any | None = None,
+                        y_pred_b: Any | None = None, n_boot: int = 1000,
+                        seed: int | np.random.Generator | None = 0, alpha: float = 0.05, stratify: bool = True,
+                        settings: ScoreSettings | None = None) -> dict[str, PairedInterval]:
+    """Paired difference b - a of every number, both models scored on the same resamples."""
+    _check_params(n_boot, alpha)
+    full, samples = group_score_samples(y_true, [(probs_a, y_pred_a), (probs_b, y_pred_b)], groups, n_boot, seed,
+                                        stratify, settings)
+    return paired_from_samples(full[0], samples[0], full[1], samples[1], alpha)

@@ -17,6 +17,7 @@ from ..methods.train import ModelConfig, train_from_config
 from ..report import audit_and_report, compare_runs
 from ..report.cut_response_report import cut_response_plot_section, write_cut_response_report
 from ..report.prune_plots import save_prune_plots
+from ..report.scores import tradeoff_findings
 from ..scoring import null_check_text
 
 
@@ -170,6 +171,10 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
             pb = paired_runs(other_path, paths["snnl"], audit_cfg)
             heads.append(HeadToHead(seed=seed, other=other, eodd=pb["eodd"], f1=pb["f1"]))
     findings = _findings(heads, cfg.seeds) + [_selection_finding(runs)] + ([premise] if premise else [])
+    for scorer, paths in runs.items():   # narrower Eodd bought with a wider AUC or ECE gap is called out
+        for p in paths:
+            audit = RunDir(p).read_metrics().get("audit") or {}
+            findings += tradeoff_findings(audit, f"{LABELS.get(scorer, scorer)} ({p.name})", "vanilla")
     cut_dir = None
     if cfg.cut_fractions:
         # The same layer cut with no fine-tuning: does SCP's choice of channels move the gap at all?

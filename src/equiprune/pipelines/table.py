@@ -121,6 +121,7 @@ class TableConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, optimizer="adam", lr=1e-3))
     retrain_per_seed: bool = True
     reports: bool = True            # write report.html / report.md into every audited run folder
+    columns: tuple[str, ...] | None = None  # an extra table of chosen numbers on the comparison page
     progress: bool = True
 
     def validate(self) -> None:
@@ -135,6 +136,12 @@ class TableConfig:
         self.fairprune.validate()
         self.scp.validate()
         self.audit.validate()
+        if self.columns:
+            from ..report.scores import check_columns
+            try:
+                check_columns(self.columns)
+            except ValueError as exc:
+                raise TableError(str(exc)) from exc
 
     def ordered_methods(self) -> list[str]:
         """The requested methods in table order, plus the parents chains need."""
@@ -363,7 +370,8 @@ def _render(out: Path, cfg: TableConfig, runs: dict[tuple[str, int], Path], labe
     audits = {k: _audit(p, cfg) for k, p in runs.items()}
     order = list(runs)
     comparison = compare_runs([runs[k] for k in order], out_dir=out / "compare",
-                              names=[label[m] for m, _ in order], cfg=cfg.audit)
+                              names=[label[m] for m, _ in order], cfg=cfg.audit,
+                              columns=list(cfg.columns) if cfg.columns else None)
     rows = []
     for (method, seed), path in runs.items():
         config = RunDir(path, create=False).read_config()

@@ -23,6 +23,7 @@ from ..methods.audit import AuditConfig, audit_section_name
 from .audit_report import audit_and_report
 from . import plots
 from .html import Image, Section, write_page
+from .scores import DEFAULT_SCORE_COLUMNS, check_columns, columns_table, tradeoff_findings
 from .tables import (
     TABLE1_COLUMNS,
     Cell,
@@ -189,7 +190,7 @@ def _explain(table: Table1, summary: Table1 | None) -> str:
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
                  names: Sequence[str] | None = None, cfg: AuditConfig | None = None,
                  notes: Sequence[str] = (), findings: Sequence[str] = (),
-                 extra_sections: Sequence[Section] = ()) -> ComparisonResult:
+                 extra_sections: Sequence[Section] = (), columns: Sequence[str] | None = None) -> ComparisonResult:
     """Build compare.html / compare.md / compare.csv over several run folders.
 
     Args:
@@ -203,7 +204,16 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         notes: sentences the caller wants on the page (e.g. how a study was cut down).
         findings: what a study concluded, in sentences; shown first, before the tables.
         extra_sections: the study's own evidence (e.g. a plot), shown after the findings.
+        columns: metric keys for an extra table of chosen columns (paper numbers,
+            FATE, or threshold-free/calibration numbers such as worst_group_auc,
+            ece_gap; see `report.scores.column_choices`), also written to
+            compare_columns.csv. Table 1 keeps the papers' columns.
     """
+    if columns is not None:
+        try:
+            columns = check_columns(columns)
+        except ValueError as exc:
+            raise RunError(str(exc)) from exc
     cfg = cfg or AuditConfig()
     paths = [Path(p) for p in run_dirs]
     if not paths:
@@ -251,6 +261,11 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     out = Path(out_dir) if out_dir is not None else _default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
     sections = _sections(entries, table, summary, group_names, notes)
+    sections[3:3] = _score_sections(entries, columns, out)
+    findings = list(findings)
+    for e in entries:  # a run that narrows Eodd while widening the AUC or ECE gap is called out
+        base = Path(str((e.audit.get("baseline") or {}).get("path") or "its baseline")).name
+        findings += [line for line in tradeoff_findings(e.audit, e.name, base) if line not in findings]
     sections[:0] = list(extra_sections)
     if findings:
         sections.insert(0, Section("Findings", text="\n\n".join(findings)))
@@ -276,6 +291,23 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         summary.to_csv(summary_csv)
     return ComparisonResult(table=table, summary=summary, runs=entries, html_path=html_path, md_path=md_path,
                             csv_path=csv_path, summary_csv_path=summary_csv, audited=audited, notes=notes)
+
+
+def _score_sections(entries: list[RunEntry], columns: Sequence[str] | None, out: Path) -> list[Section]:
+    """The chosen columns (`columns`), else MEDFAIR's worst-group and calibration columns when runs have them."""
+    rows = [(e.name, e.audit) for e in entries]
+    if columns:
+        html, md, numbers = columns_table(rows, columns)
+        numbers.to_csv(out / "compare_columns.csv", index=False, float_format="%.10g")
+        return [Section("Selected columns", text="The columns chosen with --columns, with bootstrap intervals; best "
+                        "per column in bold. Numbers also in compare_columns.csv.", html=html, markdown=md)]
+    if not any(e.audit.get("scores") for e in entries):
+        return []
+    html, md, _ = columns_table(rows, DEFAULT_SCORE_COLUMNS)
+    return [Section("Threshold-free and calibration (worst group)", text="MEDFAIR's numbers per run: worst-group "
+                    "accuracy and AUC, the AUC and ECE gaps between the groups, the largest FNR gap (underdiagnosis) "
+                    "over classes, and Eodd at specificity 0.8 (docs/GROUP_SCORES.md). Other columns: "
+                    "`equiprune report --columns ...`.", html=html, markdown=md)]
 
 
 def _f(x: Any) -> float:

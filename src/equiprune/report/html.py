@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..engine import RunDir, read_json, write_json
 from . import plots
+from .scores import score_sections, tradeoff_findings
 from .tables import cost_frame, frame_to_html, frame_to_markdown, make_table1, row_from_audit
 
 __all__ = [
@@ -338,6 +339,7 @@ def explain(audit: Mapping[str, Any], baseline_name: str = "the baseline") -> st
                      "the relative accuracy loss (or fairness loss) outweighs the gain." if fe < 0 else
                      "gain and loss balance."))
         paras.append(s)
+        paras += tradeoff_findings(audit, "This model", baseline_name)
     mg = audit.get("multigroup")
     if mg and mg.get("gaps"):
         by = {r["metric"]: r for r in mg["gaps"]}
@@ -424,6 +426,8 @@ def run_report_sections(run_path: str | Path, split: str = "test",
                  "fairness gaps (lower is fairer); FATE compares with the baseline (higher is better). "
                  "Best value per column in bold when there is something to compare.",
             html=t1.to_html(), markdown=t1.to_markdown()))
+        sections += [Section(d["title"], d["text"], d["html"], d["markdown"], [Image(*im) for im in d["images"]])
+                     for d in score_sections(audit)]
         pf = _paired_frame(audit)
         if pf is not None:
             sections.append(Section("Change against the baseline (paired bootstrap)",
