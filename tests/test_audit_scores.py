@@ -76,7 +76,9 @@ def test_cli_audit_prints_the_scores_and_the_report_has_reliability_diagrams(run
     section = json.loads((run / "metrics.json").read_text())["audit"]["scores"]
     assert section["settings"]["binning"] == "adaptive"
     assert "threshold-free and calibration (ECE: 10 adaptive bins)" in out
-    assert "worst-group AUC" in out and "ECE gap" in out and "largest error-rate gap" in out
+    assert "worst-group AUC" in out and "ECE gap" in out
+    # The 1-epoch base model predicts one class for both groups, so no rate gap: said in words.
+    assert "largest error-rate gap" in out or "No class has a different FNR or FPR" in out
     for name in section["two_groups"]["group_names"]:
         assert any(line.startswith(name) for line in out.splitlines()), name
     html = (run / "report.html").read_text()
