@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-ORDER = ["data", "models", "metrics", "engine", "scoring", "surgery", "methods", "influence", "report", "pipelines", "api", "cli"]
+ORDER = ["data", "models", "metrics", "engine", "scoring", "surgery", "methods", "influence", "cluster", "report", "pipelines", "api", "cli"]
 SRC = Path(__file__).resolve().parents[1] / "src" / "equiprune"
 
 

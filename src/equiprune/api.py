@@ -120,6 +120,23 @@ def influence_apps(scenario: str, out: str | Path, **kwargs):
     return result
 
 
-__all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "demo", "influence", "influence_apps", "prune_scp", "report", "reprogram", "train", "trim"]
+def cluster(job: str, source, out: str | Path, **kwargs):
+    """`equiprune cluster JOB`: fit (vanilla and fair algorithms, CFC), metrics, attack, antidote; report.html.
+
+    `source` is a `cluster.PointSource`; kwargs are the job's settings (see `cluster.folders`).
+    """
+    from .cluster import folders
+    from .engine import on_main
+    from .report.cluster_report import write_cluster_report
+    jobs = {"fit": folders.fit_to_folder, "metrics": folders.score_to_folder,
+            "attack": folders.attack_to_folder, "antidote": folders.antidote_to_folder}
+    if job not in jobs:
+        raise ValueError(f"unknown cluster job {job!r}; choose from {', '.join(jobs)}")
+    result = jobs[job](source, out=out, **kwargs)
+    on_main(write_cluster_report, out)
+    return result
+
+
+__all__ = ["DemoConfig", "DemoResult", "audit", "cluster", "audit_checkpoint", "demo", "influence", "influence_apps", "prune_scp", "report", "reprogram", "train", "trim"]
 
 

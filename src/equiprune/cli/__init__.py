@@ -10,7 +10,7 @@ import warnings
 from .. import __version__
 
 # Verb modules, in the order `--help` lists them; each has register(subparsers).
-VERBS = ("demo", "train", "audit", "prune", "compress", "reprogram", "influence", "report", "compare")
+VERBS = ("demo", "train", "audit", "prune", "compress", "reprogram", "influence", "cluster", "report", "compare")
 
 DESCRIPTION = """\
 Audit and repair the demographic fairness of image classifiers.

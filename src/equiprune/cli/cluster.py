@@ -1,0 +1,106 @@
+"""`equiprune cluster {fit,metrics,attack,antidote}`: fairness of clusterings, attacks on it, defenses."""
+from __future__ import annotations
+
+import argparse
+
+from .common import done
+from .influence import _group_map
+
+EPILOG = """\
+jobs:
+  fit       cluster with vanilla and fair algorithms (kmeans, spectral, sfd, fsc, kfc, cfc) and score them
+  metrics   score a clustering you made elsewhere (a column of the feature table)
+  attack    the group-flip attack (thesis §4.1): an attacker who controls some group memberships
+            makes the other samples' clusters unfair; RACOS (zoopt) against random flips, KS test
+  antidote  add a few points so that vanilla k-means / spectral clustering becomes fairer (thesis §3.1)
+
+examples:
+  equiprune cluster fit --features emb.csv --group-column skin --k 5 --algorithms kmeans,sfd,fsc,kfc,cfc --out runs/cl
+  equiprune cluster fit --run runs/base --split test --k 5 --out runs/cl-base      # a run's penultimate features
+  equiprune cluster metrics --features emb.csv --clusters-column triage_bin --out runs/cl-own
+  equiprune cluster attack --features emb.csv --algorithm sfd --k 2 --fractions 0,0.05,0.1,0.15 --seeds 0,1,2 --out runs/atk
+  equiprune cluster antidote --features emb.csv --clustering kmeans --cost social --k 2 --out runs/anti
+
+A feature table is a CSV (numeric feature columns, a group column, and a label
+column where known) or an NPZ with arrays X, y, g. Features are standardised.
+Balance (1 = every cluster mirrors the data's group shares, 0 = a cluster
+misses a group) and Entropy measure fairness; NMI, ARI and ACC need labels.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cluster", help="fairness of clusterings; the group-flip attack, CFC, antidote data",
+                       description="Fair clustering, its attacks and defenses (thesis §3.1, §4.1) on a feature "
+                                   "table or a run's penultimate features.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", choices=["fit", "metrics", "attack", "antidote"])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--features", metavar="TABLE", help="a feature table (.csv or .npz)")
+    src.add_argument("--run", metavar="RUN_DIR", help="a run folder: penultimate features of its model")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test", help="with --run (default test)")
+    p.add_argument("--label-column", default="label", help="labels for NMI/ARI/ACC where present (default label)")
+    p.add_argument("--group-column", default="group", help="the protected group (default group)")
+    p.add_argument("--group-map", type=_group_map, default=None, metavar="V=0,W=1")
+    p.add_argument("--max-points", type=int, default=None, help="subsample to this many points")
+    p.add_argument("--k", type=int, default=2, help="number of clusters (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, metavar="DIR")
+    f = p.add_argument_group("fit")
+    f.add_argument("--algorithms", default="kmeans,sfd,fsc,kfc",
+                   help="comma-separated: kmeans, spectral, sfd, fsc, kfc, cfc (default kmeans,sfd,fsc,kfc)")
+    f.add_argument("--cfc-epochs", type=int, default=400, help="CFC training epochs (default 400, the code's)")
+    m = p.add_argument_group("metrics")
+    m.add_argument("--clusters-column", default=None, help="the column holding your clustering")
+    a = p.add_argument_group("attack")
+    a.add_argument("--algorithm", default="sfd", help="the fair algorithm attacked (sfd, fsc, kfc, kmeans, spectral)")
+    a.add_argument("--fractions", default="0.05,0.1,0.15,0.2,0.3", help="shares of memberships controlled")
+    a.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    a.add_argument("--budget", type=int, default=20, help="RACOS objective evaluations (thesis: 10-50)")
+    a.add_argument("--objective", choices=["balance", "entropy"], default="balance")
+    d = p.add_argument_group("antidote")
+    d.add_argument("--clustering", choices=["kmeans", "spectral"], default="kmeans")
+    d.add_argument("--cost", choices=["balance", "social"], default="balance")
+    d.add_argument("--antidote-size", type=int, default=10, help="V_s, the first antidote set size (default 10)")
+    d.add_argument("--rounds", type=int, default=3, help="sizes tried, growing by 1 (default 3)")
+    d.add_argument("--antidote-budget", type=int, default=200, help="RACOS evaluations per size (default 200)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import api
+    from ..cluster import AntidoteConfig, CFCConfig, PointSource
+    source = PointSource(run=args.run, features=args.features, split=args.split, label_column=args.label_column,
+                         group_column=args.group_column, group_map=args.group_map, max_points=args.max_points,
+                         seed=args.seed)
+    if args.job == "fit":
+        algos = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+        scores = api.cluster("fit", source, args.out, algorithms=algos, k=args.k, seed=args.seed,
+                             cfc_cfg=CFCConfig(epochs=args.cfc_epochs))
+        for name, s in scores.items():
+            extra = f"  NMI {s['nmi']:.3f}  ACC {s['acc']:.3f}" if "nmi" in s else ""
+            print(f"{name:9s} balance {s['balance']:.3f}  entropy {s['entropy']:.3f}{extra}")
+    elif args.job == "metrics":
+        if not args.features or not args.clusters_column:
+            raise ValueError("cluster metrics needs --features TABLE and --clusters-column COL")
+        s = api.cluster("metrics", source, args.out, clusters_column=args.clusters_column)
+        print("  ".join(f"{k} {v:.3f}" for k, v in s.items()))
+    elif args.job == "attack":
+        frame = api.cluster("attack", source, args.out, algorithm=args.algorithm, k=args.k,
+                            fractions=_floats(args.fractions), seeds=[int(s) for s in args.seeds.split(",")],
+                            budget=args.budget, objective=args.objective, progress=not args.quiet)
+        mean = frame.groupby(["fraction", "setting"])["balance"].mean().unstack()
+        print(mean.round(3).to_string())
+    else:
+        s = api.cluster("antidote", source, args.out,
+                        cfg=AntidoteConfig(clustering=args.clustering, cost=args.cost, k=args.k,
+                                           start=args.antidote_size, max_rounds=args.rounds,
+                                           budget=args.antidote_budget, seed=args.seed))
+        print(f"{args.cost} cost: vanilla {s['vanilla_cost']:.4f}, with {s['antidote_points']} antidote points "
+              f"{s['cost']:.4f} (|V|/|U| = {s['ratio']:.4f})")
+    done("report", f"{args.out}/report.html")
+    return 0

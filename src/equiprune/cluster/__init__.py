@@ -1,0 +1,20 @@
+"""Fairness of clusterings of images or features, attacks on it, and defenses (thesis §3.1, §4.1).
+
+* `metrics`: Balance, Entropy, balance and social-fairness costs, NMI, ARI,
+  unsupervised accuracy, internal indices, post/pre ratios;
+* `algorithms`: k-means, spectral, and the fair SFD, FSC and KFC;
+* `attack`: the group-membership flip attack (RACOS, zoopt) and its random baseline;
+* `cfc`: Consensus Fair Clustering, the defense;
+* `antidote`: antidote points that make vanilla clustering fair (Algorithm 3);
+* `folders`: the run folders of `equiprune cluster ...`.
+"""
+from .algorithms import ALGORITHMS, FAIR, Clustering
+from .antidote import AntidoteConfig, antidote
+from .attack import FlipAttackConfig, flip_attack, ks_attack_vs_random
+from .cfc import CFCConfig, cfc
+from .folders import PointSource
+from .metrics import balance, clustering_scores, entropy, social_cost
+
+__all__ = ["ALGORITHMS", "AntidoteConfig", "CFCConfig", "Clustering", "FAIR", "FlipAttackConfig", "PointSource",
+           "antidote", "balance", "cfc", "clustering_scores", "entropy", "flip_attack", "ks_attack_vs_random",
+           "social_cost"]

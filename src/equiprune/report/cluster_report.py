@@ -1,0 +1,81 @@
+"""Pages of `equiprune cluster ...`, read from the run folder's metrics.json and CSVs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..engine import RunDir
+from .html import Image, Section, write_page
+from .plots import NEUTRAL, figure_png
+from .tables import frame_to_html, frame_to_markdown
+
+_COLOURS = {"pre": NEUTRAL, "attack": "#D55E00", "random": "#0072B2"}
+
+
+def _scores_frame(scores: dict) -> pd.DataFrame:
+    return pd.DataFrame(scores).T.round(4)
+
+
+def _attack_png(frame: pd.DataFrame, metric: str) -> bytes:
+    fig = Figure(figsize=(5.0, 3.1))
+    ax = fig.add_subplot()
+    for kind in ("pre", "attack", "random"):
+        part = frame[frame.setting == kind].groupby("fraction")[metric].agg(["mean", "std"]).reset_index()
+        ax.errorbar(part["fraction"] * 100, part["mean"], yerr=part["std"].fillna(0), marker="o", ms=3, capsize=2,
+                    color=_COLOURS[kind], label={"pre": "before the attack", "attack": "optimised flips (RACOS)",
+                                                 "random": "random flips"}[kind])
+    ax.set_xlabel("memberships the attacker controls (%)")
+    ax.set_ylabel(f"{metric} of the other samples' clusters")
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def write_cluster_report(run_path: str | Path) -> Path:
+    rd = RunDir(run_path, create=False)
+    m = rd.read_metrics()
+    sections: list[Section] = []
+    title = "Fairness of a clustering"
+    if "cluster_fit" in m:
+        sec = m["cluster_fit"]
+        df = _scores_frame(sec["scores"])
+        sections.append(Section("Scores", f"{sec['n']} points from {sec['source']}, k = {sec['k']}. Balance: 1 = "
+                                "every cluster mirrors the data's group shares, 0 = a cluster misses a group. "
+                                "Entropy grows with k. NMI, ARI and ACC need labels.",
+                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
+    if "cluster_attack" in m:
+        sec = m["cluster_attack"]
+        title = f"The group-flip attack on {sec['algorithm']}"
+        frame = pd.read_csv(rd.file("attack.csv"))
+        rows = []
+        for f, kinds in sec["post_pre"].items():
+            for kind, r in kinds.items():
+                rows.append({"attacked share": f, "attack": kind, **{k: round(v, 3) for k, v in r.items()
+                                                                    if k in ("balance", "entropy", "nmi", "acc")}})
+        ratio = pd.DataFrame(rows)
+        ks = pd.DataFrame([{"attacked share": f, "metric": mname, "KS statistic": round(v["statistic"], 3),
+                            "p": round(v["p_value"], 4)} for f, d in sec["ks"].items() for mname, v in d.items()])
+        text = (f"{sec['n']} points from {sec['source']}, k = {sec['k']}, seeds {sec['seeds']}, RACOS budget "
+                f"{sec['budget']} evaluations. The attacker changes the group memberships of a random share of the "
+                "samples (G_A) to make the clusters of the others (G_D) unfair; every score is on G_D.")
+        sections.append(Section("What was done", text))
+        sections.append(Section("Fairness against the attacked share",
+                                images=[Image(f"{mt} against the attacked share", _attack_png(frame, mt), f"attack-{mt}")
+                                        for mt in ("balance", "entropy")]))
+        sections.append(Section("Post/pre ratios (1 = unchanged)", html=frame_to_html(ratio),
+                                markdown=frame_to_markdown(ratio)))
+        sections.append(Section("Attack against random flips (Kolmogorov–Smirnov over seeds)",
+                                html=frame_to_html(ks), markdown=frame_to_markdown(ks)))
+    if "cluster_antidote" in m:
+        sec = m["cluster_antidote"]
+        title = "Antidote data for fair clustering"
+        df = pd.DataFrame([{k: sec[k] for k in ("clustering", "fairness_cost", "alpha", "antidote_points", "ratio",
+                                                "vanilla_cost", "cost")}])
+        sections.append(Section("Result (Table 3.1's columns)",
+                                f"{sec['n']} real points from {sec['source']}. Costs are measured on the real points "
+                                "only; lower is fairer. Success = a cost below alpha (the vanilla clustering's).",
+                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
+    html_path, _ = write_page(run_path, "report", title, sections, subtitle=str(run_path))
+    return html_path
