@@ -26,13 +26,30 @@ from .report import ComparisonResult, audit_and_report, audit_checkpoint_and_rep
 if TYPE_CHECKING:
     from .influence import InfluenceConfig, TrimConfig
     from .influence import Source as InfluenceSource
+    from .methods.mitigate import MitigationConfig, MitigationResult
     from .methods.reprogram import ReprogramConfig
 
 
 def train(data: DataConfig, model: str = "vgg11", width: float = 0.25, cfg: TrainConfig | None = None,
-          out: str | Path = "runs/base") -> TrainRunResult:
-    """`equiprune train`: build data and model, train, write the run folder (resumable)."""
+          out: str | Path = "runs/base", method: "MitigationConfig | None" = None) -> TrainRunResult:
+    """`equiprune train`: build data and model, train, write the run folder (resumable).
+
+    `method` (`train --method`): train from scratch with a mitigation method;
+    `cfg` replaces its training budget.
+    """
+    if method is not None:
+        from dataclasses import replace
+
+        from .methods.mitigate import train_with_method
+        return train_with_method(data, ModelConfig(name=model, width=width),
+                                 replace(method, finetune=cfg or TrainConfig()), out)
     return train_from_config(data, ModelConfig(name=model, width=width), cfg or TrainConfig(), out)
+
+
+def mitigate(run: str | Path, cfg: "MitigationConfig", out: str | Path) -> "MitigationResult":
+    """`equiprune mitigate`: fine-tune the model of `run` with a mitigation method into `out` (resumable)."""
+    from .methods.mitigate import mitigate_from_run
+    return mitigate_from_run(run, cfg, out)
 
 
 def prune_scp(run: str | Path, cfg: SCPConfig, out: str | Path) -> SCPResult:
@@ -137,6 +154,6 @@ def cluster(job: str, source, out: str | Path, **kwargs):
     return result
 
 
-__all__ = ["DemoConfig", "DemoResult", "audit", "cluster", "audit_checkpoint", "demo", "influence", "influence_apps", "prune_scp", "report", "reprogram", "train", "trim"]
+__all__ = ["DemoConfig", "DemoResult", "audit", "cluster", "audit_checkpoint", "demo", "influence", "influence_apps", "mitigate", "prune_scp", "report", "reprogram", "train", "trim"]
 
 

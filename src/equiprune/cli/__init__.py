@@ -10,7 +10,8 @@ import warnings
 from .. import __version__
 
 # Verb modules, in the order `--help` lists them; each has register(subparsers).
-VERBS = ("demo", "train", "audit", "prune", "compress", "reprogram", "influence", "cluster", "report", "compare")
+VERBS = ("demo", "train", "audit", "prune", "mitigate", "compress", "reprogram", "influence", "cluster",
+         "report", "compare")
 
 DESCRIPTION = """\
 Audit and repair the demographic fairness of image classifiers.
@@ -20,6 +21,7 @@ A typical session (every verb writes a run folder; --run reads one):
   equiprune train --data synthderm --model vgg11 --width 0.25 --out runs/base
   equiprune audit --run runs/base                         # per-group metrics + report.html
   equiprune prune scp --run runs/base --out runs/scp      # Sensitive Channel Pruning
+  equiprune mitigate groupdro --run runs/base --out runs/dro  # what users pick instead of pruning
   equiprune report runs/base runs/scp                     # comparison page
 Run `equiprune VERB --help` for each verb's options.
 """

@@ -21,9 +21,9 @@ def count_arg(minimum: int):
 
 
 def add_train_args(parser: argparse.ArgumentParser, epochs: int, prefix: str = "",
-                   title: str = "training") -> None:
-    """Options that fill a TrainConfig. `prefix` (e.g. 'finetune-') namespaces them."""
-    d = TrainConfig()
+                   title: str = "training", select_on: str | None = None) -> None:
+    """Options that fill a TrainConfig. `prefix` (e.g. 'finetune-') namespaces them; `select_on` its default."""
+    d = TrainConfig(select_on=select_on or TrainConfig.select_on)
     g = parser.add_argument_group(title)
     p = f"--{prefix}"
     g.add_argument(f"{p}epochs", type=count_arg(0), default=epochs,
@@ -38,7 +38,8 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int, prefix: str = "
     g.add_argument(f"{p}balanced-sampler", action="store_true",
                    help="draw items with weight 1/class size, as the papers' code does")
     g.add_argument(f"{p}select-on", choices=["val_f1", "val_acc", "last"], default=d.select_on,
-                   help="keep the epoch with the best validation macro-F1 (default), accuracy, or the last")
+                   help=f"keep the epoch with the best validation macro-F1, accuracy, or the last "
+                        f"(default {d.select_on})")
 
 
 def train_config_from_args(args: argparse.Namespace, prefix: str = "", seed: int = 0,

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, SequentialSampler
 
+from ..models.groups import feed_groups
 from .distributed import gather_concat, is_distributed, progress_enabled, unwrap_model
 from .runtime import make_loader, nhwc_inference, resolve_device, to_layout
 
@@ -84,7 +85,8 @@ def predict(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256,
     with nhwc_inference(model) as layout:
         for x, y, g, i in tqdm(loader, desc="predict", disable=not progress_enabled(progress), leave=False):
             x = to_layout(x.to(dev, non_blocking=True), layout)
-            probs.append(torch.softmax(model(x).float(), dim=1).cpu())
+            with feed_groups(model, g.to(dev)):  # group-conditioned models (FairAdaBN, post-processing)
+                probs.append(torch.softmax(model(x).float(), dim=1).cpu())
             ys.append(y), gs.append(g), idx.append(i)
     model.train(was_training)
     p = torch.cat(probs).numpy()

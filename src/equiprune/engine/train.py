@@ -10,14 +10,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
+from .plugin import LossFnPlugin, TrainPlugin
 from .distributed import (DistributedWeightedSampler, all_gather_objects, all_reduce_sum, average_gradients,
                           broadcast_buffers, get_rank, get_world_size, is_distributed, on_main, unwrap_model,
                           wrap_model)
 from .predict import Predictions, predict
 from .rundir import RunDir
-from .runtime import class_balanced_sampler, class_balanced_weights, make_loader, resolve_device, set_seed
+from .runtime import class_balanced_weights, make_loader, resolve_device, set_seed
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _save_state(state: dict[str, Any], path: Path) -> None:
 
 def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | RunDir | None = None,
         state_name: str = "train_state.pt", params: Iterable[nn.Parameter] | None = None,
-        loss_fn: Callable[..., torch.Tensor] | None = None) -> FitResult:
+        loss_fn: Callable[..., torch.Tensor] | None = None, plugin: TrainPlugin | None = None) -> FitResult:
     """Train `model` on `splits.train`, select on `splits.val`, checkpoint every epoch.
 
     With `run_dir`, the full training state (weights, optimizer, schedule, RNG,
@@ -124,6 +125,9 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
     after the last finished epoch. `params` restricts training to some
     parameters (freezing strategies). `loss_fn(logits, labels, groups)`
     replaces the cross-entropy (used by distillation and fairness losses).
+    `plugin` (a `TrainPlugin`, the mitigation methods' contract) may change
+    the sampling weights, the loss, the trained tensors and what happens after
+    each step and epoch; its state is saved with the model's for resume.
 
     Under torchrun (WORLD_SIZE > 1) the same call trains with
     DistributedDataParallel: each rank reads its share of the training split
@@ -149,22 +153,29 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
     state_path = rd.file(state_name) if rd is not None else None
     progress = cfg.progress and rank == 0
 
+    if plugin is not None and loss_fn is not None:
+        raise ValueError("fit takes a loss_fn or a plugin, not both")
+    plugin = plugin or LossFnPlugin(loss_fn, cfg.label_smoothing)
     train_set = splits.train
+    weights = plugin.sample_weights(train_set)
+    if weights is None and cfg.balanced_sampler:
+        weights = class_balanced_weights(train_set.labels)
     sampler: Any
     if distributed:
         # The order depends on the seed and the epoch only (set_epoch below), so resumes see the same data.
-        sampler = (DistributedWeightedSampler(class_balanced_weights(train_set.labels), seed=cfg.seed)
-                   if cfg.balanced_sampler else DistributedSampler(train_set, shuffle=True, seed=cfg.seed))
+        sampler = (DistributedWeightedSampler(weights, seed=cfg.seed) if weights is not None
+                   else DistributedSampler(train_set, shuffle=True, seed=cfg.seed))
         per_rank = len(sampler)
     else:
-        sampler = class_balanced_sampler(train_set.labels, generator=gen) if cfg.balanced_sampler else None
+        sampler = (WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(weights),
+                                         replacement=True, generator=gen) if weights is not None else None)
         per_rank = len(train_set)
     loader = make_loader(train_set, cfg.batch_size, shuffle=True, drop_last=per_rank > cfg.batch_size,
                          generator=gen, sampler=sampler, num_workers=cfg.num_workers)
-    trainable = list(params) if params is not None else list(model.parameters())
+    plugin.setup(model, device)
+    trainable = (list(params) if params is not None else list(model.parameters())) + list(plugin.parameters())
     opt = _optimizer(trainable, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -184,6 +195,7 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
         gen.set_state(st["gen_rng"])
         history, start = st["history"], st["epoch"]
         best_state, best_score, best_epoch = st["best_state"], st["best_score"], st["best_epoch"]
+        plugin.load_state_dict(st.get("plugin") or {})
         saved_world = st.get("world_size", 1)
         if rd is not None and start < cfg.epochs:
             rd.log(f"resuming training after epoch {start} of {cfg.epochs}"
@@ -198,8 +210,8 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
         # (a loss's own parameters) is averaged by hand after backward.
         in_model = {id(p) for p in model.parameters()}
         outside = [p for p in trainable if p.requires_grad and id(p) not in in_model]
-        # With a parameter subset, some of the model's parameters may get no gradient.
-        net = wrap_model(model, device, find_unused_parameters=params is not None)
+        # With a parameter subset (or a method that uses part of the model), some parameters may get no gradient.
+        net = wrap_model(model, device, find_unused_parameters=params is not None or type(plugin) is not LossFnPlugin)
 
     for epoch in range(start, cfg.epochs):
         for g, lr in zip(opt.param_groups, base_lrs):
@@ -216,14 +228,14 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
             if x.dim() == 4:
                 x = x.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, enabled=use_amp):
-                logits = net(x)
-                loss = loss_fn(logits, y, grp) if loss_fn is not None else criterion(logits, y)
+                loss, logits = plugin.loss(net, x, y, grp)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if outside:
                 average_gradients(outside)
             scaler.step(opt)
             scaler.update()
+            plugin.after_step(model)
             total += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -232,6 +244,8 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
         if distributed:
             # Every rank updated its own BatchNorm statistics in the last step; keep rank 0's.
             broadcast_buffers(model)
+        plugin.end_epoch(model, epoch)
+        if distributed:
             sums = all_reduce_sum(torch.stack([total.double(), correct.double(),
                                                torch.tensor(float(seen), dtype=torch.float64, device=device)]))
             t_sum, c_sum, n_sum = sums.tolist()
@@ -257,7 +271,8 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
                      "gen_rng": gen.get_state(), "history": history, "epoch": epoch + 1,
-                     "best_state": best_state, "best_score": best_score, "best_epoch": best_epoch}
+                     "best_state": best_state, "best_score": best_score, "best_epoch": best_epoch,
+                     "plugin": plugin.state_dict()}
             if distributed:  # each rank's own random stream, so a resume continues every one of them
                 state["torch_rng_ranks"] = all_gather_objects(torch.get_rng_state())
                 state["world_size"] = world

@@ -33,18 +33,23 @@ class TrainRunResult:
 
 
 def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir: str | Path | None = None,
-                arch: dict[str, Any] | None = None, data_config: DataConfig | None = None) -> TrainRunResult:
+                arch: dict[str, Any] | None = None, data_config: DataConfig | None = None,
+                plugin: Any = None, method: dict[str, Any] | None = None) -> TrainRunResult:
     """Train `model` and write a run folder (config.json, metrics.json, model.pt, log.txt).
 
     Calling it again on the same folder resumes an interrupted run; a finished
-    one is trained no further.
+    one is trained no further. `plugin` (a mitigation method's
+    `TrainPlugin`, `train --method`) changes the training; `method` (its
+    name and settings) is recorded in config.json, and what the plugin's
+    `finish` returns becomes the `mitigation` section of metrics.json.
     """
     cfg.validate()   # before the folder exists, so a mistyped option leaves nothing a corrected command refuses
     rd = RunDir(run_dir) if run_dir is not None else None
     if rd is not None and rd.model_path.exists() and (rd.path / RunDir.METRICS).exists() \
             and "test" in rd.read_metrics():
         rd.check_or_write_config({"kind": "train", "data": asdict(data_config) if data_config else None,
-                                  "arch": arch, "train": asdict(cfg)}, keys=["kind", "data", "arch", "train"])
+                                  "arch": arch, "train": asdict(cfg), "method": method},
+                                 keys=["kind", "data", "arch", "train", "method"])
         from ..models import load_checkpoint
         model, _, _ = load_checkpoint(rd.model_path)
         rd.log("this run has already finished; nothing to do", echo=cfg.progress)
@@ -55,19 +60,32 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
         rd.check_or_write_config({
             "kind": "train", "data": asdict(data_config) if data_config else None, "arch": arch,
             "train": asdict(cfg), "classes": list(splits.classes), "group_names": list(splits.group_names),
-        }, keys=["kind", "data", "arch", "train"])
-    result = fit(model, splits, cfg, run_dir=rd)
-    test, _ = evaluate(result.model, splits.test)
+            "method": method,
+        }, keys=["kind", "data", "arch", "train", "method"])
+    result = fit(model, splits, cfg, run_dir=rd, plugin=plugin)
+    extra: dict[str, Any] = {"classes": list(splits.classes), "group_names": list(splits.group_names)}
+    if plugin is not None and hasattr(plugin, "finish"):
+        section = plugin.finish(result.model, splits)
+        if rd is not None:
+            rd.set_section("mitigation", section)
+        extra["mitigation"] = (method or {}).get("name")
+    test = record_trained_model(rd, result.model, splits, arch or {}, extra, result.history)
+    return TrainRunResult(model=result.model, run=rd, fit=result, test=test, group_names=list(splits.group_names))
+
+
+def record_trained_model(rd: RunDir | None, model: nn.Module, splits: DataSplits, arch: dict[str, Any],
+                         extra: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, float]:
+    """Test metrics of a trained model; with `rd`, also its history, test section, model.pt and a log line."""
+    test, _ = evaluate(model, splits.test)
     if rd is not None:
-        rd.set_history(result.history)
+        rd.set_history(history)
         rd.set_section("test", test)
-        save_run_model(rd, result.model, arch or {}, {"classes": list(splits.classes),
-                                                      "group_names": list(splits.group_names)})
+        save_run_model(rd, model, arch, extra)
         g0, g1 = list(splits.group_names)[:2]
         # Logged, not printed: the caller (the CLI) prints its own summary line.
         rd.log(f"test accuracy {test['acc']:.4f} ({g0} {test['acc_g0']:.4f}, {g1} {test['acc_g1']:.4f}); "
                f"macro-F1 {test['f1']:.4f}; Eodd {test['eodd']:.4f}", echo=False)
-    return TrainRunResult(model=result.model, run=rd, fit=result, test=test, group_names=list(splits.group_names))
+    return test
 
 
 def train_from_config(data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig,

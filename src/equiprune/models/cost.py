@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .groups import feed_groups
 from .zoo import example_input
 
 
@@ -33,7 +34,9 @@ def count_macs_params(model: nn.Module, image_size: int) -> tuple[float, int]:
     was_training = model.training
     model.eval()
     try:
-        macs, params = tp.utils.count_ops_and_params(model, example_input(image_size, device=device))
+        # A group-conditioned model costs the same whatever the group: count it with group 0.
+        with feed_groups(model, torch.zeros(1, dtype=torch.long, device=device)):
+            macs, params = tp.utils.count_ops_and_params(model, example_input(image_size, device=device))
     finally:
         model.train(was_training)
     return float(macs), int(params)
@@ -54,13 +57,14 @@ def measure_latency(model: nn.Module, image_size: int, batch: int = 1, repeats: 
     x = example_input(image_size, batch=batch, device=device)
     was_training = model.training
     model.eval()
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
+    with feed_groups(model, torch.zeros(batch, dtype=torch.long, device=device)):  # group-conditioned models
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
     model.train(was_training)
     times.sort()
     return 1000.0 * times[len(times) // 2]
