@@ -11,7 +11,8 @@ examples:
   equiprune compare --methods vanilla fairprune obd --out runs/table-hessian
 Methods: vanilla, obd, fairprune, scp, scp-fairprune (SCP on top of FairPrune),
 random and l1 (channel-pruning controls) and finetune (the extra training
-alone). Each run goes to OUT/<method>-seed<k>; running the command again
+alone); add mitigation methods by name (equiprune mitigate --help), e.g.
+  equiprune compare --run runs/base --methods vanilla scp finetune groupdro hsic --out runs/t Each run goes to OUT/<method>-seed<k>; running the command again
 skips finished runs and resumes the others. Results: OUT/table.html,
 OUT/table.md, OUT/table.csv (one row per run, FATE against the vanilla
 baseline and against the parent), OUT/table_summary.csv (mean and sd per
@@ -20,7 +21,7 @@ method over seeds) and OUT/compare/ (the full comparison page).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..pipelines.table import TABLE_METHODS
+    from ..pipelines.table import ALL_METHODS, MITIGATION_METHODS, TABLE_METHODS
 
     p = sub.add_parser("compare", help="run every fairness-pruning method and build the papers' Table 1",
                        description="Run vanilla, OBD, FairPrune, SCP, SCP-FairPrune and the controls on one "
@@ -32,8 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seeds; each method runs once per seed, and the table gives mean ± sd (default 0 1 2: "
                         "one seed cannot tell a method from its controls). Without --run, each seed also "
                         "trains its own vanilla model")
-    p.add_argument("--methods", nargs="+", choices=list(TABLE_METHODS), default=list(TABLE_METHODS),
-                   metavar="METHOD", help="subset of: " + ", ".join(TABLE_METHODS) + " (default all)")
+    p.add_argument("--methods", nargs="+", choices=list(ALL_METHODS), default=list(TABLE_METHODS),
+                   metavar="METHOD", help="subset of: " + ", ".join(TABLE_METHODS) + " (default: these), and the "
+                   "mitigation methods " + ", ".join(MITIGATION_METHODS) + " (each fine-tuned for the controls' "
+                   "whole budget, --max-iters x --finetune-epochs)")
     s = p.add_argument_group("from scratch (without --run)")
     s.add_argument("--synth-n", type=int, default=3000, help="synthderm images (default 3000)")
     s.add_argument("--image-size", type=int, default=64, help="input size in pixels (default 64)")

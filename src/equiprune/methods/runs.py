@@ -140,7 +140,7 @@ def validate_settings(settings: Any) -> None:
 
 
 # Verbs whose result cannot sit behind a reprogrammed parent's trigger, and what each makes.
-_REFUSES_REPROGRAMMED = {"prune": "pruned", "compress": "compressed"}
+_REFUSES_REPROGRAMMED = {"prune": "pruned", "compress": "compressed", "mitigate": "mitigated"}
 
 
 def start_child_run(parent: str | Path | LoadedRun, out: str | Path | RunDir, kind: str, settings: Any, *,

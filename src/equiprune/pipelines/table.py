@@ -45,9 +45,12 @@ from ..methods.fairprune import FairPruneConfig, fairprune_from_run
 from ..methods.scp import SCPConfig, scp_from_run
 from ..methods.skewprune import SkewPruneConfig, skewprune_from_run
 from ..methods.train import ModelConfig, train_from_config
+from ..methods.mitigate import methods as mitigation_methods, mitigate_from_run
 
 __all__ = [
     "TABLE_METHODS",
+    "ALL_METHODS",
+    "MITIGATION_METHODS",
     "METHOD_NAMES",
     "PARENTS",
     "RUNNERS",
@@ -64,6 +67,12 @@ TABLE_METHODS: tuple[str, ...] = ("vanilla", "obd", "fairprune", "scp", "scp-fai
 METHOD_NAMES = {"vanilla": "Vanilla", "obd": "OBD", "fairprune": "FairPrune", "scp": "SCP",
                 "scp-fairprune": "SCP-FairPrune", "random": "Random channels", "l1": "L1 channels",
                 "finetune": "Fine-tune only", "skew": "SkewPrune"}
+# Mitigation methods (`equiprune mitigate`), selectable with --methods; not in the default table
+# (eleven more fine-tunings per seed). Each fine-tunes for the controls' whole budget: max_iters x
+# the fine-tuning epochs of SCP's loop, so that "fine-tune only" is their like-for-like control.
+MITIGATION_METHODS: tuple[str, ...] = tuple(mitigation_methods())
+ALL_METHODS: tuple[str, ...] = TABLE_METHODS + MITIGATION_METHODS
+METHOD_NAMES.update({name: spec.label for name, spec in mitigation_methods().items()})
 # The run a method starts from; everything not listed starts from the vanilla model.
 PARENTS = {"scp-fairprune": "fairprune"}
 _SCORER = {"scp": "snnl", "scp-fairprune": "snnl", "random": "random", "l1": "l1", "finetune": "none"}
@@ -126,11 +135,11 @@ class TableConfig:
 
     def validate(self) -> None:
         """Raise TableError for unknown methods or empty seeds."""
-        unknown = [m for m in self.methods if m not in TABLE_METHODS]
+        unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown:
-            raise TableError(f"unknown method(s) {unknown}; choose from {', '.join(TABLE_METHODS)}")
+            raise TableError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
         if not self.methods:
-            raise TableError("no methods to run; give at least one of " + ", ".join(TABLE_METHODS))
+            raise TableError("no methods to run; give at least one of " + ", ".join(ALL_METHODS))
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise TableError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
         self.fairprune.validate()
@@ -146,7 +155,7 @@ class TableConfig:
     def ordered_methods(self) -> list[str]:
         """The requested methods in table order, plus the parents chains need."""
         wanted = set(self.methods) | {PARENTS[m] for m in self.methods if m in PARENTS}
-        return [m for m in TABLE_METHODS if m in wanted]
+        return [m for m in ALL_METHODS if m in wanted]
 
 
 @dataclass
@@ -193,9 +202,23 @@ def _run_scp(method: str) -> Runner:
     return run
 
 
+def mitigation_budget(cfg: TableConfig) -> TrainConfig:
+    """The fine-tuning a mitigation method gets in the table: all of SCP's loop's (iterations x epochs)."""
+    ft = cfg.scp.finetune
+    return replace(ft, epochs=ft.epochs * cfg.scp.max_iters, progress=cfg.progress)
+
+
+def _run_mitigation(method: str) -> Runner:
+    def run(parent: Path, out: Path, seed: int, cfg: TableConfig) -> None:
+        spec = mitigation_methods()[method]
+        mitigate_from_run(parent, spec.config(finetune=mitigation_budget(cfg), seed=seed, progress=cfg.progress), out)
+    return run
+
+
 # method → function(parent run, output run, seed, config); replaceable (tests, new methods).
 RUNNERS: dict[str, Runner] = {"obd": _run_fairprune("obd"), "fairprune": _run_fairprune("fairprune"),
-                              "skew": _run_skew, **{m: _run_scp(m) for m in _SCORER}}
+                              "skew": _run_skew, **{m: _run_scp(m) for m in _SCORER},
+                              **{m: _run_mitigation(m) for m in MITIGATION_METHODS}}
 
 
 def _finished(path: Path) -> bool:

@@ -55,7 +55,8 @@ def mitigate_from_run(parent_path: str | Path, cfg: MitigationConfig, out: str |
     from ..runs import load_model_file, start_child_run
 
     spec = spec_for(cfg)
-    parent, rd = start_child_run(parent_path, out, kind=f"mitigate-{spec.name}", settings=cfg, method=spec.label)
+    parent, rd = start_child_run(parent_path, out, kind=f"mitigate-{spec.name}", settings=cfg, verb="mitigate",
+                                 method=spec.label)
     if _finished(rd):
         rd.log("this run has already finished; nothing to do", echo=cfg.progress)
         model = load_model_file(rd.model_path)[0]
