@@ -225,6 +225,40 @@ def test_swa_keeps_the_average_of_the_snapshots(splits32):
         assert torch.allclose(p, torch.stack([s[k] for s in snaps]).mean(0), atol=1e-6)
 
 
+def test_fairadabn_routes_each_item_through_its_groups_statistics(splits32):
+    from equiprune.methods.mitigate.fairadabn import FairAdaBNConfig, parity_loss
+    from equiprune.models import GroupBatchNorm2d
+
+    torch.manual_seed(0)
+    gbn = GroupBatchNorm2d(3, 2)
+    x = torch.randn(10, 3, 4, 4)
+    x[5:] = 3.0 * x[5:] + 2.0
+    g = torch.tensor([0] * 5 + [1] * 5)[torch.randperm(10)]
+    with feed_groups(gbn, g):
+        out = gbn.train()(x)
+    for k in (0, 1):  # training: each group normalised by its own batch statistics
+        xs = x[g == k]
+        direct = (xs - xs.mean((0, 2, 3), keepdim=True)) / torch.sqrt(xs.var((0, 2, 3), unbiased=False,
+                                                                            keepdim=True) + 1e-5)
+        assert torch.allclose(out[g == k], direct, atol=1e-5)
+    assert not torch.allclose(gbn.bns[0].running_mean, gbn.bns[1].running_mean)
+    gbn.eval()
+    with feed_groups(gbn, g):
+        out = gbn(x)
+    for k in (0, 1):  # inference: each item with its group's running statistics
+        assert torch.allclose(out[g == k], gbn.bns[k](x[g == k]), atol=1e-6)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    p = F.softmax(logits, 1)
+    assert float(parity_loss(logits, torch.tensor([0, 1, 1]))) == pytest.approx(
+        float((p[0] - p[1:].mean(0)).abs().sum()))
+
+    torch.manual_seed(0)
+    model = build_model("vgg11_bn", 3, 0.125, 32)
+    res = run_mitigation(model, splits32, FairAdaBNConfig(finetune=_ft(1)))
+    assert takes_group(res.model) and len(res.section["group_batchnorm_layers"]) == 8
+    assert len(predict(res.model, splits32.test)) == len(splits32.test)
+
+
 # ----------------------------------------------------------------------------- the verbs
 
 
@@ -250,6 +284,10 @@ def test_every_method_runs_from_the_cli_on_a_synthderm_baseline(base_run, method
     argv = ["mitigate", method, "--run", str(base_run / "base"), "--out", str(out), "--quiet"]
     if get_method(method).trains:
         argv += ["--epochs", "1", "--batch-size", "32"]
+    if method == "fairadabn":  # the baseline is VGG-11 without batch norm: a clear refusal, no folder
+        assert main(argv) == 2 and "needs a model with batch-norm layers" in capsys.readouterr().err
+        assert not out.exists()
+        return
     assert main(argv) == 0, capsys.readouterr().err
     cfg = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
@@ -306,3 +344,17 @@ def test_train_with_a_method_from_scratch(base_run, capsys):
     assert "has no setting etta" in capsys.readouterr().err and not (base_run / "bad").exists()
     assert main(["train", "--method", "mfd", "--out", str(base_run / "bad2")]) == 2
     assert "distils from a trained model" in capsys.readouterr().err
+
+
+def test_report_and_audit_take_a_mitigated_run(base_run):
+    from equiprune import api
+    from equiprune.methods.audit import AuditConfig
+
+    run = base_run / "postprocess"
+    if not (run / "model.pt").exists():
+        pytest.skip("needs the parametrised CLI test's postprocess run")
+    res = api.audit(run, AuditConfig(n_boot=50, latency=False))
+    assert res.fate  # against the chain's baseline
+    page = api.report([base_run / "base", run], out=base_run / "page")
+    assert page.html_path.exists() and len(page.runs) == 2
+    assert "Post-processing" in page.md_path.read_text() or "postprocess" in page.md_path.read_text()

@@ -2,13 +2,13 @@
 from .checkpoint import (load_checkpoint, load_state_into, model_structure, register_module_type,
                          save_checkpoint)
 from .cost import ModelCost, count_macs_params, measure_latency, model_cost, serialized_size
-from .groups import (DomainHeads, GroupInputError, GroupOffsetLinear, feed_groups, final_linear_name,
+from .groups import (DomainHeads, GroupBatchNorm2d, GroupInputError, GroupOffsetLinear, feed_groups, final_linear_name,
                      replace_module, takes_group)
 from .zoo import (DEFAULT_IMAGE_SIZE, MODEL_NAMES, ModelError, build_model, conv_layer_names, example_input,
                   get_module, input_size, last_conv_name)
 
 __all__ = [
-    "DomainHeads", "GroupInputError", "GroupOffsetLinear", "feed_groups", "final_linear_name", "replace_module",
+    "DomainHeads", "GroupBatchNorm2d", "GroupInputError", "GroupOffsetLinear", "feed_groups", "final_linear_name", "replace_module",
     "takes_group",
     "DEFAULT_IMAGE_SIZE", "MODEL_NAMES", "ModelCost", "ModelError", "build_model", "conv_layer_names",
     "count_macs_params",

@@ -160,3 +160,45 @@ class DomainHeads(nn.Module):
     @classmethod
     def from_structure(cls, attrs: dict[str, Any]) -> "DomainHeads":
         return cls(attrs["dh_in"], attrs["dh_out"], attrs["dh_groups"], bool(attrs["dh_bias"]))
+
+
+@register_module_type
+class GroupBatchNorm2d(GroupConditioned, nn.Module):
+    """Batch norm with its own statistics and affine parameters per group (FairAdaBN's adaptive BN).
+
+    Each item is normalised by its group's `BatchNorm2d` (`bns[g]`): in
+    training with the batch statistics of its group's items only, in eval with
+    its group's running statistics. The convolutions around it stay shared.
+    """
+
+    def __init__(self, num_features: int, num_groups: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        nn.Module.__init__(self)
+        self.num_features, self.num_groups = num_features, num_groups
+        self.bns = nn.ModuleList([nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
+                                  for _ in range(num_groups)])
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d, num_groups: int) -> "GroupBatchNorm2d":
+        """Every group starts from the trained layer's statistics and affine parameters."""
+        new = cls(bn.num_features, num_groups, eps=bn.eps, momentum=bn.momentum if bn.momentum is not None else 0.1)
+        for b in new.bns:
+            b.load_state_dict(bn.state_dict())
+        return new.to(bn.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.current_groups(x.shape[0])
+        out = torch.empty_like(x)
+        for k in range(self.num_groups):
+            sel = g == k
+            if bool(sel.any()):
+                out[sel] = self.bns[k](x[sel])
+        return out
+
+    def structure_attrs(self) -> dict[str, Any]:
+        b = self.bns[0]
+        return {"gbn_features": self.num_features, "gbn_groups": self.num_groups, "gbn_eps": float(b.eps),
+                "gbn_momentum": float(b.momentum if b.momentum is not None else 0.1)}
+
+    @classmethod
+    def from_structure(cls, attrs: dict[str, Any]) -> "GroupBatchNorm2d":
+        return cls(attrs["gbn_features"], attrs["gbn_groups"], attrs["gbn_eps"], attrs["gbn_momentum"])

@@ -82,6 +82,7 @@ class MethodSpec:
     source: str                     # paper and equation
     trains: bool = True             # False: no fine-tuning at all (post-processing)
     needs_parent: bool = False      # True: uses the start model beyond its weights (a teacher), so no --method in train
+    check: Callable[[nn.Module], None] | None = None  # refuses an unsuitable start model before any folder exists
 
 
 # ----------------------------------------------------------------------------- shared pieces

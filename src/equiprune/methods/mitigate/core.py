@@ -55,8 +55,9 @@ def mitigate_from_run(parent_path: str | Path, cfg: MitigationConfig, out: str |
     from ..runs import load_model_file, start_child_run
 
     spec = spec_for(cfg)
+    check = (lambda run: spec.check(run.model)) if spec.check is not None else None
     parent, rd = start_child_run(parent_path, out, kind=f"mitigate-{spec.name}", settings=cfg, verb="mitigate",
-                                 method=spec.label)
+                                 check=check, method=spec.label)
     if _finished(rd):
         rd.log("this run has already finished; nothing to do", echo=cfg.progress)
         model = load_model_file(rd.model_path)[0]
