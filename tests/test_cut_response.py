@@ -19,6 +19,7 @@ from equiprune.methods.cut_response import (CutResponseConfig, cut_counts, cut_r
 from equiprune.methods.runs import open_run
 from equiprune.methods.scp import scoring_dataset
 from equiprune.models import example_input
+from equiprune.scoring import snnl as snnl_mod
 from equiprune.scoring import snnl_fair_scores
 from equiprune.surgery import prune_channels
 
@@ -84,7 +85,7 @@ def test_an_interrupted_run_resumes_without_evaluating_again(runs, tmp_path, mon
     calls = []
     real = cr.evaluate
     monkeypatch.setattr(cr, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(cr, "snnl_fair_scores", lambda *a, **k: pytest.fail("stored scores must be reused"))
+    monkeypatch.setattr(snnl_mod, "snnl_fair_scores", lambda *a, **k: pytest.fail("stored scores must be reused"))
     again = cut_response(run.model, splits, cfg, run_dir=tmp_path / "cuts", image_size=32)
     assert len(calls) == len(full.rows) - 3
     key = lambda r: (r["k"], r["choice"], r["draw"])  # noqa: E731

@@ -12,6 +12,7 @@ from equiprune.methods import fairprune as fp
 from equiprune.methods.fairprune import (FairPruneConfig, FairPruneError, default_privileged, parameter_saliency,
                                          resolve_privileged, run_fairprune, run_obd)
 from equiprune.models import build_model, load_checkpoint, save_checkpoint
+from equiprune.scoring import HessianSaliencyScorer
 from equiprune.scoring.saliency import channel_saliency, resolve_params
 from conftest import TinyGroupDataset, TinySplits
 
@@ -180,7 +181,8 @@ def test_iterative_masks_grow_and_resume_skips_finished(tmp_path, splits32, monk
     assert sum(int(m.sum()) for m in m2.values()) == res.history[-1]["pruned"]
     assert json.loads((tmp_path / "metrics.json").read_text())["fairprune"]["best_iter"] == 2
 
-    monkeypatch.setattr(fp, "parameter_saliency", lambda *a, **k: pytest.fail("finished iterations re-ran"))
+    monkeypatch.setattr(HessianSaliencyScorer, "parameter_saliency",
+                        lambda *a, **k: pytest.fail("finished iterations re-ran"))
     again = run_fairprune(_model(), splits32, cfg, run_dir=tmp_path, arch=ARCH)
     assert again.best_iter == 2 and len(again.history) == 3
     for a, b in zip(_scored(res.model).values(), _scored(again.model).values()):

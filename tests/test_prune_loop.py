@@ -6,6 +6,7 @@ from equiprune.engine import TrainConfig
 from equiprune.methods.prune_loop import LoopConfig, channels_to_cut, run_prune_loop
 from equiprune.methods.scp import SCPConfig, run_scp
 from equiprune.models import build_model
+from equiprune.scoring import Scorer
 from conftest import TinyGroupDataset, TinySplits
 
 ARCH = {"name": "vgg11", "num_classes": 3, "width": 0.125, "image_size": 32}
@@ -35,7 +36,7 @@ def test_channels_to_cut():
 def test_stops_at_max_iters_and_cuts_lowest(splits32):
     calls = []
 
-    def score(model, layer, it):
+    def score(model, layer):
         k = model.get_submodule(layer).out_channels
         calls.append(k)
         return np.arange(k, dtype=float)[::-1]  # the last channels score lowest
@@ -50,7 +51,7 @@ def test_stops_at_max_iters_and_cuts_lowest(splits32):
 
 def test_accuracy_rule_stops_and_excludes_iteration(splits32):
     cfg = LoopConfig(n=60, max_iters=5, th_acc=-1.0, th_fair=-1.0, finetune=_ft(0), progress=False)
-    res = run_prune_loop(_model(), splits32, cfg, lambda m, l, i: np.zeros(m.get_submodule(l).out_channels))
+    res = run_prune_loop(_model(), splits32, cfg, lambda m, l: np.zeros(m.get_submodule(l).out_channels))
     assert len(res.history) == 2 and "macro-F1" in res.stop_reason
     assert res.best_iter == 0 and not res.history[1]["eligible"]
     assert res.model.get_submodule(res.layer).out_channels == 64  # the unpruned model is returned
@@ -58,7 +59,7 @@ def test_accuracy_rule_stops_and_excludes_iteration(splits32):
 
 def test_fairness_rule(splits32):
     cfg = LoopConfig(n=2, max_iters=5, th_acc=1.0, th_fair=10.0, finetune=_ft(0), progress=False)
-    res = run_prune_loop(_model(), splits32, cfg, lambda m, l, i: np.zeros(m.get_submodule(l).out_channels))
+    res = run_prune_loop(_model(), splits32, cfg, lambda m, l: np.zeros(m.get_submodule(l).out_channels))
     assert len(res.history) == 2 and "fairness gain" in res.stop_reason
 
 
@@ -70,7 +71,7 @@ def test_a_start_model_without_gap_logs_fate_as_undefined(splits32):
         model.classifier[-1].bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
     lines = []
     cfg = LoopConfig(n=2, max_iters=2, th_acc=1.0, th_fair=-1.0, finetune=_ft(0), progress=False)
-    res = run_prune_loop(model, splits32, cfg, lambda m, l, i: np.zeros(m.get_submodule(l).out_channels),
+    res = run_prune_loop(model, splits32, cfg, lambda m, l: np.zeros(m.get_submodule(l).out_channels),
                          log=lines.append)
     assert res.history[0]["val_eodd"] == 0 and len(res.history) == 3
     assert all(np.isnan(r["fate"]) for r in res.history[1:]) and res.best_iter == 0
@@ -81,15 +82,20 @@ def test_a_start_model_without_gap_logs_fate_as_undefined(splits32):
 
 def test_resume_continues_after_last_iteration(tmp_path, splits32):
     cfg = LoopConfig(n=2, max_iters=1, th_acc=1.0, th_fair=-1.0, finetune=_ft(1), progress=False)
-    score = lambda m, l, i: np.arange(m.get_submodule(l).out_channels, dtype=float)  # noqa: E731
+    score = lambda m, l: np.arange(m.get_submodule(l).out_channels, dtype=float)  # noqa: E731
     run_prune_loop(_model(), splits32, cfg, score, run_dir=tmp_path, arch=ARCH)
     # "interrupted" after iteration 1: raise the budget and run the same folder again
     cfg2 = LoopConfig(n=2, max_iters=3, th_acc=1.0, th_fair=-1.0, finetune=_ft(1), progress=False)
     seen = []
 
-    def score2(m, l, i):
-        seen.append(i)
-        return score(m, l, i)
+    class Score2(Scorer):  # records the iterations the loop asks it to score
+        def for_iteration(self, k):
+            seen.append(k)
+            return self
+
+        def __call__(self, m, l):
+            return score(m, l)
+    score2 = Score2()
     res = run_prune_loop(_model(), splits32, cfg2, score2, run_dir=tmp_path, arch=ARCH)
     # the first run stopped at its max_iters and recorded it, so nothing more runs
     assert seen == [] and len(res.history) == 2
@@ -150,7 +156,7 @@ def test_scp_run_folder_gets_iteration_and_score_plots(tmp_path, splits32):
 
 
 def test_scp_scores_each_model_once_and_reuses_known_scores(tmp_path, splits32, monkeypatch):
-    import equiprune.methods.scp as scp_mod
+    import equiprune.scoring.snnl as scp_mod  # the SNNL-Fair scorer's functions
     from equiprune.scoring import ScoringError
 
     calls = []
@@ -201,7 +207,7 @@ def test_keep_zeros_preserves_an_unstructured_parents_zeros(splits32, tmp_path, 
     zero_conv = model.features[0].weight == 0
     cfg = SCPConfig(scorer="l1", n=2, max_iters=1, th_acc=1.0, th_fair=-1.0, finetune=_ft(1), keep_zeros=keep,
                     progress=False)
-    res = run_prune_loop(model, splits32, cfg, lambda m, layer, it: np.arange(64.0), run_dir=tmp_path, arch=ARCH)
+    res = run_prune_loop(model, splits32, cfg, lambda m, layer: np.arange(64.0), run_dir=tmp_path, arch=ARCH)
     assert res.history[1]["removed"] == [0, 1]
     tuned, _, _ = load_checkpoint(tmp_path / "iterations" / "1" / "model.pt")  # after the cut and fine-tuning
     w = tuned.features[0].weight

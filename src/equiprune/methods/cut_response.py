@@ -30,7 +30,7 @@ from ..engine import RunDir
 from ..engine.distributed import progress_enabled
 from ..engine.train import evaluate
 from ..models import example_input, input_size
-from ..scoring import l1_channel_scores, random_channel_scores, snnl_fair_scores
+from ..scoring import ChannelScorer, FixedScores, L1Scorer, Negated, RandomScorer, SNNLFairScorer
 from ..surgery import layer_out_channels, prune_channels
 from .runs import start_child_run
 from .scp import check_layer, scoring_dataset
@@ -115,25 +115,29 @@ def cut_counts(channels: int, fractions: tuple[float, ...]) -> list[int]:
     return sorted({_cut_size(channels, f) for f in fractions})
 
 
-def _orders(model: nn.Module, layer: str, splits: Any, cfg: CutResponseConfig,
-            snnl: np.ndarray | None) -> dict[tuple[str, int], np.ndarray]:
-    """Scores whose ascending order is the cut order, per (choice, draw)."""
-    channels = layer_out_channels(model, layer)
-    if {"snnl", "snnl_high"} & set(cfg.choices) and snnl is None:
-        snnl = snnl_fair_scores(model, layer, scoring_dataset(splits, cfg.score_split), variant=cfg.variant,
-                                batch_size=cfg.score_batch_size, progress=cfg.progress)
-    out: dict[tuple[str, int], np.ndarray] = {}
+def _scorers(cfg: CutResponseConfig, snnl: np.ndarray | None) -> dict[tuple[str, int], ChannelScorer]:
+    """The scorer whose ascending order is the cut order, per (choice, draw); `snnl`: the layer's SNNL-Fair."""
+    out: dict[tuple[str, int], ChannelScorer] = {}
     for choice in cfg.choices:
         if choice == "snnl":
-            out[(choice, 0)] = np.asarray(snnl, dtype=np.float64)
+            out[(choice, 0)] = FixedScores(snnl)
         elif choice == "snnl_high":
-            out[(choice, 0)] = -np.asarray(snnl, dtype=np.float64)
+            out[(choice, 0)] = Negated(FixedScores(snnl))
         elif choice == "l1":
-            out[(choice, 0)] = l1_channel_scores(model, layer)
+            out[(choice, 0)] = L1Scorer()
         else:
             for d in range(cfg.random_draws):
-                out[(choice, d)] = random_channel_scores(channels, seed=cfg.seed * 1000 + d)
+                out[(choice, d)] = RandomScorer(seed=cfg.seed, draw=d)
     return out
+
+
+def _orders(model: nn.Module, layer: str, splits: Any, cfg: CutResponseConfig,
+            snnl: np.ndarray | None) -> dict[tuple[str, int], np.ndarray]:
+    """Scores whose ascending order is the cut order, per (choice, draw); SNNL-Fair is computed once."""
+    if {"snnl", "snnl_high"} & set(cfg.choices) and snnl is None:
+        snnl = SNNLFairScorer(scoring_dataset(splits, cfg.score_split), variant=cfg.variant,
+                              batch_size=cfg.score_batch_size, progress=cfg.progress)(model, layer)
+    return {key: np.asarray(scorer(model, layer), dtype=np.float64) for key, scorer in _scorers(cfg, snnl).items()}
 
 
 def _row(metrics: dict[str, float], k: int, fraction: float, choice: str, draw: int) -> dict[str, Any]:

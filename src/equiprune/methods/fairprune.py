@@ -64,20 +64,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as tprune
-from torch.utils.data import Subset
 
 from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
 from ..models import input_size, last_conv_name, load_checkpoint, save_checkpoint
-from ..scoring.saliency import (
-    ESTIMATORS,
-    channel_saliency,
-    fairprune_saliency,
-    group_hessians,
-    hessian_diagonal,
-    obd_saliency,
-    resolve_params,
-    select_smallest,
-)
+from ..scoring import HessianSaliencyScorer
+from ..scoring.saliency import ESTIMATORS, resolve_params, select_smallest
 from ..surgery import layer_out_channels
 from .prune_loop import (FAIR_METRICS, LoopConfig, LoopResult, default_finetune, fate_text, judge_iteration,
                          run_prune_loop, select_iteration)
@@ -280,16 +271,15 @@ def resolve_privileged(cfg: FairPruneConfig, model: nn.Module, splits: Any) -> t
 # ----------------------------------------------------------------------------- saliency
 
 
-def _obd_subset(dataset: Any, cfg: FairPruneConfig) -> Any:
-    """All of `dataset`, or a seeded random subset of cap × groups items (same data budget as FairPrune)."""
-    if cfg.max_samples_per_group is None:
-        return dataset
-    values = _group_values(dataset)
-    cap = cfg.max_samples_per_group * len(values)
-    if len(dataset) <= cap:
-        return dataset
-    idx = np.sort(np.random.default_rng(cfg.seed).choice(len(dataset), size=cap, replace=False))
-    return Subset(dataset, idx.tolist())
+def hessian_scorer(cfg: FairPruneConfig, dataset: Any, privileged: int | None = None,
+                   unprivileged: int | None = None) -> HessianSaliencyScorer:
+    """The saliency scorer of `cfg` (FairPrune's per-group Hessians, or OBD's one) on `dataset`."""
+    if cfg.method == "fairprune" and (privileged is None or unprivileged is None):
+        raise FairPruneError("FairPrune needs the privileged and unprivileged group ids")
+    return HessianSaliencyScorer(dataset, method=cfg.method, beta=cfg.beta, estimator=cfg.estimator,
+                                 privileged=privileged, unprivileged=unprivileged,
+                                 max_samples_per_group=cfg.max_samples_per_group, balance=cfg.balance,
+                                 batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress)
 
 
 def parameter_saliency(model: nn.Module, dataset: Any, cfg: FairPruneConfig, privileged: int | None = None,
@@ -302,18 +292,8 @@ def parameter_saliency(model: nn.Module, dataset: Any, cfg: FairPruneConfig, pri
     Hessian is not computed. OBD: one Hessian over the data. `params`
     defaults to ``cfg.params``.
     """
-    names = resolve_params(model, params if params is not None else cfg.params)
-    kw: dict[str, Any] = dict(estimator=cfg.estimator, params=names, batch_size=cfg.batch_size,
-                              progress=cfg.progress)
-    if cfg.method == "obd":
-        return obd_saliency(model, hessian_diagonal(model, _obd_subset(dataset, cfg), seed=cfg.seed, **kw))
-    if privileged is None or unprivileged is None:
-        raise FairPruneError("FairPrune needs the privileged and unprivileged group ids")
-    groups = (unprivileged,) if cfg.beta == 0 else (unprivileged, privileged)
-    hs = group_hessians(model, dataset, groups=groups, max_samples_per_group=cfg.max_samples_per_group,
-                        balance=cfg.balance, seed=cfg.seed, **kw)
-    h_priv = hs.get(privileged, hs[unprivileged])  # unused when β = 0
-    return fairprune_saliency(model, hs[unprivileged], h_priv, beta=cfg.beta)
+    scorer = hessian_scorer(cfg, dataset, privileged, unprivileged)
+    return scorer.parameter_saliency(model, params if params is not None else cfg.params)
 
 
 # ----------------------------------------------------------------------------- parameter masks
@@ -403,7 +383,7 @@ def _run_unstructured(model: nn.Module, splits: Any, cfg: FairPruneConfig, rd: R
                       priv: int | None, unpriv: int | None) -> tuple[nn.Module, list[dict[str, Any]], int, str,
                                                                    dict[str, Tensor], int]:
     lc = cfg.loop_config()
-    data = scoring_dataset(splits, cfg.score_split)
+    scorer = hessian_scorer(cfg, scoring_dataset(splits, cfg.score_split), priv, unpriv)
     names = resolve_params(model, cfg.params)
     total = sum(dict(model.named_parameters())[n].numel() for n in names)
     done = rd.read_metrics()["history"]
@@ -430,7 +410,7 @@ def _run_unstructured(model: nn.Module, splits: Any, cfg: FairPruneConfig, rd: R
     while not stop_reason and len(history) <= cfg.iters:
         k = len(history)
         fraction = cfg.pr * k / cfg.iters
-        saliency = parameter_saliency(model, data, cfg, priv, unpriv, params=names)
+        saliency = scorer.parameter_saliency(model, names)
         new = {n: m.cpu() for n, m in _select_cumulative(saliency, masks, fraction, cfg.scope).items()}
         newly = sum(int((new[n] & ~masks[n]).sum()) for n in names)
         masks = new
@@ -462,25 +442,14 @@ def _run_unstructured(model: nn.Module, splits: Any, cfg: FairPruneConfig, rd: R
 # ----------------------------------------------------------------------------- structured
 
 
-def _layer_params(model: nn.Module, layer: str) -> list[str]:
-    module = model.get_submodule(layer)
-    return [f"{layer}.{n}" for n, p in module.named_parameters(recurse=False) if n in ("weight", "bias")]
-
-
 def _run_structured(model: nn.Module, splits: Any, cfg: FairPruneConfig, rd: RunDir, arch: dict[str, Any],
                     priv: int | None, unpriv: int | None) -> LoopResult:
     layer = cfg.layer or last_conv_name(model)
     start_channels = layer_out_channels(model, layer)
     n = max(1, int(math.floor(cfg.pr / cfg.iters * start_channels + 0.5)))
-    data = scoring_dataset(splits, cfg.score_split)
-
-    def score(m: nn.Module, lay: str, it: int) -> np.ndarray:
-        # Only the layer's own parameters are scored: the per-sample gradients stay small.
-        s = parameter_saliency(m, data, cfg, priv, unpriv, params=_layer_params(m, lay))
-        return channel_saliency(s, m, lay)
-
+    scorer = hessian_scorer(cfg, scoring_dataset(splits, cfg.score_split), priv, unpriv)
     lc = replace(cfg.loop_config(n=n), layer=layer)
-    loop = run_prune_loop(model, splits, lc, score, run_dir=rd, arch=arch)
+    loop = run_prune_loop(model, splits, lc, scorer, run_dir=rd, arch=arch)
     if cfg.selection == "last" and loop.best_iter != loop.history[-1]["iter"]:
         last = int(loop.history[-1]["iter"])
         loop.model, _, _ = load_checkpoint(_iter_dir(rd, last) / "model.pt")

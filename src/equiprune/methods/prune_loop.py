@@ -34,10 +34,8 @@ from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
 from ..engine.distributed import check_consistent, is_distributed, module_shapes, on_main
 from ..metrics import MetricsError, fate
 from ..models import example_input, input_size, last_conv_name, load_checkpoint, save_checkpoint
+from ..scoring import ChannelScorer, scorer_at
 from ..surgery import apply_channel_mask, layer_out_channels, prune_channels
-
-ScoreFn = Callable[[nn.Module, str, int], np.ndarray]
-"""(model, layer, iteration) → one score per current output channel; lowest are cut."""
 
 FAIR_METRICS = ("eodd", "eopp0", "eopp1")
 
@@ -163,10 +161,14 @@ def _iter_dir(rd: RunDir, k: int) -> Path:
     return rd.path / "iterations" / str(k)
 
 
-def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, score_fn: ScoreFn | None,
+def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, scorer: ChannelScorer | None,
                    run_dir: str | Path | RunDir | None = None, arch: dict[str, Any] | None = None,
                    log: Callable[[str], None] | None = None) -> LoopResult:
-    """Iterate score → cut → fine-tune → validate; `score_fn=None` cuts nothing (fine-tune-only control)."""
+    """Iterate score → cut → fine-tune → validate; `scorer=None` cuts nothing (fine-tune-only control).
+
+    `scorer` follows the contract of `equiprune.scoring.scorers`: at iteration
+    k the loop calls ``scorer_at(scorer, k)(model, layer)`` and cuts the lowest.
+    """
     cfg.validate()
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
     say = log or (rd.log if rd is not None else (lambda m: None))
@@ -204,10 +206,10 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, score_fn: Sco
     active = history[-1]["active_channels"]
     while not stop_reason and len(history) <= cfg.max_iters:
         k_iter = len(history)
-        n_cut = channels_to_cut(active, cfg) if score_fn is not None else 0
+        n_cut = channels_to_cut(active, cfg) if scorer is not None else 0
         cut: list[int] = []
         if n_cut > 0:
-            scores = np.asarray(score_fn(model, layer, k_iter), dtype=np.float64)
+            scores = np.asarray(scorer_at(scorer, k_iter)(model, layer), dtype=np.float64)
             if cfg.surgery == "mask":  # masked channels must not be chosen again
                 already = {c for r in removed for c in r}
                 scores = scores.copy()

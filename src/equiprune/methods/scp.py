@@ -19,10 +19,10 @@ import numpy as np
 from torch import nn
 
 from ..engine import RunDir
-from ..scoring import (ScoringError, l1_channel_scores, null_check_text, random_channel_scores, snnl_fair_scores,
-                       snnl_null_check)
+from ..scoring import (ChannelScorer, FixedScores, KnownFirst, L1Scorer, RandomScorer, SNNLFairScorer,
+                       null_check_text)
 from ..surgery import layer_out_channels
-from .prune_loop import LoopConfig, LoopResult, ScoreFn, run_prune_loop
+from .prune_loop import LoopConfig, LoopResult, run_prune_loop
 
 SCORERS = ("snnl", "random", "l1", "none")
 SCORER_LABELS = {"snnl": "SCP (SNNL-Fair)", "random": "random channels", "l1": "L1-magnitude channels",
@@ -81,23 +81,21 @@ def scoring_dataset(splits: Any, split: str) -> Any:
     return ds.with_transform(splits.test.transform) if split == "train" else ds
 
 
-def make_score_fn(splits: Any, cfg: SCPConfig) -> ScoreFn | None:
+def make_scorer(splits: Any, cfg: SCPConfig) -> ChannelScorer | None:
     """The channel scorer the config asks for (None for the fine-tune-only control)."""
     if cfg.scorer == "none":
         return None
     if cfg.scorer == "random":
-        return lambda model, layer, it: random_channel_scores(
-            model.get_submodule(layer).weight.shape[0], seed=cfg.seed * 1000 + it)
+        return RandomScorer(seed=cfg.seed)
     if cfg.scorer == "l1":
-        return lambda model, layer, it: l1_channel_scores(model, layer)
-    kw = _snnl_kwargs(splits, cfg)
-    return lambda model, layer, it: snnl_fair_scores(model, layer, **kw)
+        return L1Scorer()
+    return snnl_scorer(splits, cfg)
 
 
-def _snnl_kwargs(splits: Any, cfg: SCPConfig) -> dict[str, Any]:
-    """How `cfg` asks SNNL-Fair to be computed: the data and batching of every scoring pass."""
-    return {"dataset": scoring_dataset(splits, cfg.score_split), "variant": cfg.variant,
-            "batch_size": cfg.score_batch_size, "temperature": cfg.temperature, "progress": cfg.progress}
+def snnl_scorer(splits: Any, cfg: SCPConfig) -> SNNLFairScorer:
+    """SNNL-Fair as `cfg` asks for it: the data and batching of every scoring pass."""
+    return SNNLFairScorer(scoring_dataset(splits, cfg.score_split), variant=cfg.variant,
+                          batch_size=cfg.score_batch_size, temperature=cfg.temperature, progress=cfg.progress)
 
 
 def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path | RunDir | None = None,
@@ -111,9 +109,9 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
     baseline share them), saves one pass over the scoring data.
     """
     cfg.validate()
-    score_fn = make_score_fn(splits, cfg)
+    scorer = make_scorer(splits, cfg)
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
-    snnl_kw = _snnl_kwargs(splits, cfg)  # the plots' before/after scores, whatever `cfg.scorer` cuts by
+    snnl = snnl_scorer(splits, cfg)  # the plots' before/after scores, whatever `cfg.scorer` cuts by
     from ..models import last_conv_name
     layer = cfg.layer or last_conv_name(model)
     stored = (rd.read_metrics().get("snnl_scores") if rd is not None else None) or {}
@@ -123,24 +121,19 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
     null = stored.get("null")
     if before is None and cfg.null_draws > 0:
         # The same forward pass also scores shuffled groups: does any channel separate them beyond chance?
-        check = snnl_null_check(model, layer, **snnl_kw, draws=cfg.null_draws, seed=cfg.seed)
+        check = snnl.null_check(model, layer, draws=cfg.null_draws, seed=cfg.seed)
         before, null = check.scores, {**check.to_dict(), "sentence": check.sentence(layer),
                                       "advice": check.advice()}
         if rd is not None:
             rd.log(f"premise check: {null_check_text(null)}", echo=cfg.progress)
     elif before is None:
-        before = np.asarray(snnl_fair_scores(model, layer, **snnl_kw))
-    before = np.asarray(before, dtype=np.float64)
-    if before.shape != (layer_out_channels(model, layer),):
-        raise ScoringError(f"scores_before has shape {before.shape}, but {layer} has "
-                           f"{layer_out_channels(model, layer)} output channels")
-    if cfg.scorer == "snnl" and score_fn is not None:
+        before = snnl(model, layer)
+    before = FixedScores(before)(model, layer)  # checks the length against the layer
+    if cfg.scorer == "snnl":
         # Iteration 1 scores the start model, which `before` already did.
-        later = score_fn
-        score_fn = lambda m, name, it: before if it == 1 else later(m, name, it)  # noqa: E731
-    loop = run_prune_loop(model, splits, cfg, score_fn, run_dir=rd, arch=arch)
-    after = np.asarray(stored["after"] if stored.get("after") is not None
-                       else snnl_fair_scores(loop.model, loop.layer, **snnl_kw))
+        scorer = KnownFirst(snnl, before, at=1)
+    loop = run_prune_loop(model, splits, cfg, scorer, run_dir=rd, arch=arch)
+    after = np.asarray(stored["after"] if stored.get("after") is not None else snnl(loop.model, loop.layer))
     if rd is not None:
         rd.set_section("snnl_scores", {"layer": loop.layer, "before": before.tolist(), "after": after.tolist(),
                                        "variant": cfg.variant, "null": null})
