@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from equiprune.engine import TrainConfig
-from equiprune.methods.prune_loop import LoopConfig, channels_to_cut, run_prune_loop
+from equiprune.methods.prune_loop import LoopConfig, PruneStep, channels_to_cut, run_prune_loop
 from equiprune.methods.scp import SCPConfig, run_scp
 from equiprune.models import build_model
 from equiprune.scoring import Scorer
@@ -229,6 +229,9 @@ def test_scp_on_an_unstructured_fairprune_run_keeps_its_zeros(runs, tmp_path):
     fp = tmp_path / "fp"
     fairprune_from_run(runs["base"], FairPruneConfig(pr=0.3, max_samples_per_group=8, batch_size=8, finetune=None,
                                                      progress=False), fp)
+    from equiprune.methods.prune_loop import KEEPS_ZEROS
+    assert open_run(fp).extra[KEEPS_ZEROS] is True
+    (fp / "masks.pt").unlink()  # the flag in the checkpoint says so, not FairPrune's masks file
     parent = open_run(fp).model
     zero_first = parent.features[0].weight == 0
     assert zero_first.float().mean() > 0.1
@@ -239,3 +242,43 @@ def test_scp_on_an_unstructured_fairprune_run_keeps_its_zeros(runs, tmp_path):
     from equiprune.models import load_checkpoint
     tuned, _, _ = load_checkpoint(tmp_path / "scp" / "iterations" / "1" / "model.pt")
     assert torch.all(tuned.features[0].weight[zero_first] == 0)
+
+
+class _ZeroFilterStep(PruneStep):
+    """A toy step: zero the weights of one more filter of the last conv per iteration (cut saved first)."""
+
+    evaluate_cut = True
+
+    def __init__(self):
+        self.cuts = []
+
+    def cut(self, model, k):
+        self.cuts.append(k)
+        with torch.no_grad():
+            model.features[18].weight[k - 1].zero_()
+        return model, {"zeroed": k}
+
+    def describe(self, rec):
+        return f"zeroed filter {rec['zeroed'] - 1}"
+
+
+def test_a_custom_step_runs_in_the_loop_and_resumes_after_its_saved_cut(tmp_path, splits32):
+    import json
+
+    cfg = LoopConfig(max_iters=2, th_acc=1.0, th_fair=-1.0, finetune=_ft(0), progress=False, select="last")
+    step = _ZeroFilterStep()
+    res = run_prune_loop(_model(), splits32, cfg, step, run_dir=tmp_path, arch=ARCH)
+    assert step.cuts == [1, 2] and res.best_iter == 2
+    assert [(r["iter"], r.get("stage")) for r in res.history] == [
+        (0, "start"), (1, "pruned"), (1, "finetuned"), (2, "pruned"), (2, "finetuned")]
+    assert res.history[-1]["zeroed"] == 2 and (tmp_path / "iterations" / "2" / "cut.pt").exists()
+    assert torch.all(res.model.features[18].weight[:2] == 0) and torch.any(res.model.features[18].weight[2] != 0)
+    # Interrupted after iteration 2's cut was saved: the resumed loop fine-tunes it and does not cut again.
+    mj = tmp_path / "metrics.json"
+    data = json.loads(mj.read_text())
+    data["history"] = data["history"][:-1]
+    mj.write_text(json.dumps(data))
+    again = _ZeroFilterStep()
+    res2 = run_prune_loop(_model(), splits32, cfg, again, run_dir=tmp_path, arch=ARCH)
+    assert again.cuts == [] and [r.get("stage") for r in res2.history][-2:] == ["pruned", "finetuned"]
+    assert res2.history[-1]["zeroed"] == 2 and torch.all(res2.model.features[18].weight[:2] == 0)

@@ -26,6 +26,7 @@ Two granularities:
   ``torch.nn.utils.prune.custom_from_mask`` so that pruned entries stay zero
   during fine-tuning; the masks are folded into the weights when the model is
   returned or saved (a plain model whose pruned weights are exact zeros).
+  This is `MaskStep` in the shared pruning loop of `prune_loop`.
 * structured (an equiprune extension, ``structured=True``): one score per
   output channel of one conv layer (the sum of its parameters' saliency,
   `channel_saliency`), the lowest channels physically removed by
@@ -56,7 +57,7 @@ from __future__ import annotations
 import copy
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,11 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as tprune
 
 from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
-from ..models import input_size, last_conv_name, load_checkpoint, save_checkpoint
+from ..models import input_size, last_conv_name
 from ..scoring import HessianSaliencyScorer
 from ..scoring.saliency import ESTIMATORS, resolve_params, select_smallest
 from ..surgery import layer_out_channels
-from .prune_loop import (FAIR_METRICS, LoopConfig, LoopResult, default_finetune, fate_text, judge_iteration,
-                         run_prune_loop, select_iteration)
+from .prune_loop import KEEPS_ZEROS, LoopConfig, LoopResult, PruneStep, iter_dir, run_prune_loop
 from .scp import scoring_dataset
 
 __all__ = [
@@ -109,8 +109,13 @@ class FairPruneError(ValueError):
 
 
 @dataclass
-class FairPruneConfig:
-    """Settings of FairPrune (and of OBD with ``method="obd"``, which ignores β and the groups)."""
+class FairPruneConfig(LoopConfig):
+    """Settings of FairPrune (and of OBD with ``method="obd"``, which ignores β and the groups).
+
+    The loop settings (`LoopConfig`: stopping rules, fine-tuning, FATE) are
+    inherited; FairPrune's own count of iterations is `iters` (``--iters``),
+    which `max_iters` follows.
+    """
 
     method: str = "fairprune"          # fairprune | obd
     pr: float = 0.35                   # fraction pruned in total (parameters, or the layer's channels)
@@ -119,22 +124,18 @@ class FairPruneConfig:
     privileged: int | str | None = None  # group id, "auto", or None: the dataset's default
     dataset: str | None = None         # data name for the privileged default (filled from the run folder)
     params: str = "weights"            # weights (conv/linear weights) | all
-    structured: bool = False           # prune output channels of one conv layer instead of parameters
-    layer: str | None = None           # structured: module path (default: the last conv)
+    structured: bool = False           # prune output channels of one conv layer (LoopConfig.layer) instead
     scope: str = "global"              # unstructured: one threshold over all tensors, or per tensor (layer)
     max_samples_per_group: int | None = 512  # per-group Hessian sample cap (OBD: this × number of groups)
     balance: bool = False              # give both groups the size of the smaller one
     score_split: str = "train"         # split the Hessians are computed on (with the test transform)
     batch_size: int = 32
     iters: int = 1                     # 1: one-shot (the paper); k > 1: pr / k more per iteration
-    select: str | None = None          # last | best; None: last when one-shot, best when iterative
-    th_acc: float = 0.05               # iterative: stop once val macro-F1 is this far below the start
-    th_fair: float = 0.0               # iterative: stop once an iteration's fairness gain is below this
-    fair_metric: str = "eodd"          # the gap used for gains and FATE
-    fate_lambda: float = 1.0
-    finetune: TrainConfig | None = field(default_factory=default_finetune)
-    seed: int = 0
-    progress: bool = True
+    # Inherited, with FairPrune's meaning: select (last | best; None: last when one-shot, best when
+    # iterative), th_acc / th_fair (iterative stopping rules), finetune (None: no fine-tuning).
+
+    def __post_init__(self) -> None:
+        self.max_iters = self.iters
 
     def validate(self) -> None:
         """Raise FairPruneError when a setting is out of range."""
@@ -161,27 +162,20 @@ class FairPruneConfig:
             raise FairPruneError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.iters < 1:
             raise FairPruneError(f"iters must be >= 1, got {self.iters}")
-        if self.select not in (None, "last", "best"):
-            raise FairPruneError(f"select must be 'last', 'best' or None, got {self.select!r}")
-        if self.fair_metric not in FAIR_METRICS:
-            raise FairPruneError(f"fair_metric must be one of {FAIR_METRICS}, got {self.fair_metric!r}")
         if self.finetune is not None:
             try:
                 self.finetune.validate()
             except ValueError as exc:   # named as runs.validate_settings names a nested setting
                 raise FairPruneError(f"finetune: {exc}") from exc
+        try:
+            super().validate()
+        except ValueError as exc:
+            raise FairPruneError(str(exc)) from exc
 
     @property
     def selection(self) -> str:
         """The iteration-selection rule in force ("last" or "best")."""
         return self.select or ("last" if self.iters == 1 else "best")
-
-    def loop_config(self, n: int | None = None) -> LoopConfig:
-        """The equivalent settings of the shared pruning loop (stopping rules, fine-tuning)."""
-        ft = self.finetune if self.finetune is not None else TrainConfig(epochs=0)
-        return LoopConfig(layer=self.layer, n=n, max_iters=self.iters, th_acc=self.th_acc, th_fair=self.th_fair,
-                          fair_metric=self.fair_metric, fate_lambda=self.fate_lambda, surgery="remove",
-                          finetune=ft, seed=self.seed, progress=self.progress)
 
 
 @dataclass
@@ -346,10 +340,6 @@ def _select_cumulative(saliency: dict[str, Tensor], previous: dict[str, Tensor],
 # ----------------------------------------------------------------------------- loop helpers
 
 
-def _iter_dir(rd: RunDir, k: int) -> Path:
-    return rd.path / "iterations" / str(k)
-
-
 class _Workdir:
     """The run folder, or a temporary one when the caller gave none (iterations live on disk either way)."""
 
@@ -366,95 +356,70 @@ class _Workdir:
             self._tmp.cleanup()
 
 
-def _finetune_config(cfg: FairPruneConfig, k: int) -> TrainConfig | None:
-    if cfg.finetune is None or cfg.finetune.epochs == 0:
-        return None
-    return TrainConfig(**{**asdict(cfg.finetune), "seed": cfg.seed * 1000 + k, "progress": cfg.progress})
-
-
 def _count_pruned(masks: dict[str, Tensor]) -> dict[str, int]:
     return {n: int(m.sum()) for n, m in masks.items()}
 
 
-# ----------------------------------------------------------------------------- unstructured
+class MaskStep(PruneStep):
+    """The loop's step of unstructured FairPrune / OBD: mask the lowest-saliency parameter entries.
 
+    Iteration k prunes ``pr * k / iters`` of the scored entries (cumulative:
+    earlier pruned entries stay pruned), holds them at zero through the
+    fine-tuning (torch prune masks) and folds the masks into the weights
+    afterwards. Each iteration's masks are saved as ``iterations/<k>/masks.pt``.
+    """
 
-def _run_unstructured(model: nn.Module, splits: Any, cfg: FairPruneConfig, rd: RunDir, arch: dict[str, Any],
-                      priv: int | None, unpriv: int | None) -> tuple[nn.Module, list[dict[str, Any]], int, str,
-                                                                   dict[str, Tensor], int]:
-    lc = cfg.loop_config()
-    scorer = hessian_scorer(cfg, scoring_dataset(splits, cfg.score_split), priv, unpriv)
-    names = resolve_params(model, cfg.params)
-    total = sum(dict(model.named_parameters())[n].numel() for n in names)
-    done = rd.read_metrics()["history"]
-    if done:
-        last = done[-1]
-        model, _, _ = load_checkpoint(_iter_dir(rd, last["iter"]) / "model.pt")
-        masks = torch.load(_iter_dir(rd, last["iter"]) / MASKS_FILE, weights_only=True)
-        history = list(done)
-        rd.log(f"resuming after iteration {last['iter']} ({last.get('stop') or 'not stopped'})")
-    else:
-        start, _ = evaluate(model, splits.val)
-        masks = {n: torch.zeros_like(p, dtype=torch.bool, device="cpu")
-                 for n, p in model.named_parameters() if n in names}
-        rec = {"iter": 0, "target_fraction": 0.0, "pruned": 0, "pruned_fraction": 0.0, "newly_pruned": 0,
-               "fate": 0.0, "eligible": True, "stop": None, **{f"val_{k}": v for k, v in start.items()}}
-        save_checkpoint(_iter_dir(rd, 0) / "model.pt", model, arch)
-        torch.save(masks, _iter_dir(rd, 0) / MASKS_FILE)
-        rd.append_history(rec)
-        history = [rec]
-        rd.log(f"iteration 0: val F1 {start['f1']:.4f}, val {cfg.fair_metric} {start[cfg.fair_metric]:.4f}, "
-               f"{total} scored parameters", echo=cfg.progress)
-    start_val = {k[4:]: v for k, v in history[0].items() if k.startswith("val_")}
-    stop_reason = history[-1].get("stop") or ""
-    while not stop_reason and len(history) <= cfg.iters:
-        k = len(history)
-        fraction = cfg.pr * k / cfg.iters
-        saliency = scorer.parameter_saliency(model, names)
-        new = {n: m.cpu() for n, m in _select_cumulative(saliency, masks, fraction, cfg.scope).items()}
-        newly = sum(int((new[n] & ~masks[n]).sum()) for n in names)
-        masks = new
-        apply_parameter_masks(model, masks)
-        ft = _finetune_config(cfg, k)
-        if ft is not None:
-            model = fit(model, splits, ft, run_dir=RunDir(_iter_dir(rd, k))).model
-        fold_parameter_masks(model, names)
-        val, _ = evaluate(model, splits.val)
-        verdict = judge_iteration(val, start_val, history[-1][f"val_{cfg.fair_metric}"], k, lc)
-        pruned = sum(_count_pruned(masks).values())
-        rec = {"iter": k, "target_fraction": fraction, "pruned": pruned, "pruned_fraction": pruned / total,
-               "newly_pruned": newly, **verdict, **{f"val_{key}": v for key, v in val.items()}}
-        save_checkpoint(_iter_dir(rd, k) / "model.pt", model, arch)
-        torch.save(masks, _iter_dir(rd, k) / MASKS_FILE)
-        rd.append_history(rec)
-        history.append(rec)
-        stop_reason = rec["stop"] or ""
-        rd.log(f"iteration {k}: {pruned} of {total} parameters pruned ({pruned / total:.1%}), val F1 "
-               f"{val['f1']:.4f}, val {cfg.fair_metric} {val[cfg.fair_metric]:.4f}, "
-               f"{fate_text(rec['fate'], lc, start_val)}"
-               + (f" — stop: {stop_reason}" if stop_reason else ""), echo=cfg.progress)
-    best = select_iteration(history, cfg.selection)
-    model, _, _ = load_checkpoint(_iter_dir(rd, best) / "model.pt")
-    best_masks = torch.load(_iter_dir(rd, best) / MASKS_FILE, weights_only=True)
-    return model, history, best, stop_reason, best_masks, total
+    def __init__(self, scorer: HessianSaliencyScorer, cfg: FairPruneConfig) -> None:
+        self.scorer, self.fp = scorer, cfg
+        self.masks: dict[str, Tensor] = {}
 
+    def prepare(self, model: nn.Module, splits: Any, cfg: LoopConfig, rd: RunDir | None, arch: dict[str, Any],
+                say: Any) -> None:
+        super().prepare(model, splits, cfg, rd, arch, say)
+        self.names = resolve_params(model, self.fp.params)
+        self.total = sum(dict(model.named_parameters())[n].numel() for n in self.names)
 
-# ----------------------------------------------------------------------------- structured
+    def start(self, model: nn.Module) -> dict[str, Any]:
+        self.masks = {n: torch.zeros_like(p, dtype=torch.bool, device="cpu")
+                      for n, p in model.named_parameters() if n in self.names}
+        return {"target_fraction": 0.0, "pruned": 0, "pruned_fraction": 0.0, "newly_pruned": 0}
 
+    def describe_start(self, rec: dict[str, Any]) -> str:
+        return f"{self.total} scored parameters"
 
-def _run_structured(model: nn.Module, splits: Any, cfg: FairPruneConfig, rd: RunDir, arch: dict[str, Any],
-                    priv: int | None, unpriv: int | None) -> LoopResult:
-    layer = cfg.layer or last_conv_name(model)
-    start_channels = layer_out_channels(model, layer)
-    n = max(1, int(math.floor(cfg.pr / cfg.iters * start_channels + 0.5)))
-    scorer = hessian_scorer(cfg, scoring_dataset(splits, cfg.score_split), priv, unpriv)
-    lc = replace(cfg.loop_config(n=n), layer=layer)
-    loop = run_prune_loop(model, splits, lc, scorer, run_dir=rd, arch=arch)
-    if cfg.selection == "last" and loop.best_iter != loop.history[-1]["iter"]:
-        last = int(loop.history[-1]["iter"])
-        loop.model, _, _ = load_checkpoint(_iter_dir(rd, last) / "model.pt")
-        loop.best_iter = last
-    return loop
+    def restore(self, model: nn.Module, history: list[dict[str, Any]]) -> nn.Module:
+        self.masks = self._load(history[-1]["iter"])
+        return model
+
+    def _load(self, k: int) -> dict[str, Tensor]:
+        return torch.load(iter_dir(self.rd, k) / MASKS_FILE, weights_only=True)
+
+    def cut(self, model: nn.Module, k: int) -> tuple[nn.Module, dict[str, Any]]:
+        fraction = self.fp.pr * k / self.fp.iters
+        saliency = self.scorer.parameter_saliency(model, self.names)
+        new = {n: m.cpu() for n, m in _select_cumulative(saliency, self.masks, fraction, self.fp.scope).items()}
+        newly = sum(int((new[n] & ~self.masks[n]).sum()) for n in self.names)
+        self.masks = new
+        apply_parameter_masks(model, new)
+        pruned = sum(_count_pruned(new).values())
+        return model, {"target_fraction": fraction, "pruned": pruned, "pruned_fraction": pruned / self.total,
+                       "newly_pruned": newly}
+
+    def finetune(self, model: nn.Module, splits: Any, ft: TrainConfig, state: RunDir | None) -> nn.Module:
+        return fit(model, splits, ft, run_dir=state).model  # the masks hold the pruned entries at zero
+
+    def settle(self, model: nn.Module, k: int) -> tuple[nn.Module, dict[str, Any]]:
+        fold_parameter_masks(model, self.names)
+        return model, {}
+
+    def save(self, rd: RunDir, k: int) -> None:
+        torch.save(self.masks, iter_dir(rd, k) / MASKS_FILE)
+
+    def describe(self, rec: dict[str, Any]) -> str:
+        return f"{rec['pruned']} of {self.total} parameters pruned ({rec['pruned'] / self.total:.1%})"
+
+    def selected(self, k: int) -> None:
+        self.masks = self._load(k)
 
 
 # ----------------------------------------------------------------------------- API
@@ -477,30 +442,36 @@ def run_fairprune(model: nn.Module, splits: Any, cfg: FairPruneConfig | None = N
     arch = dict(arch or {"image_size": input_size(None, model, splits)})
     set_seed(cfg.seed)
     priv, unpriv, why = resolve_privileged(cfg, model, splits)
+    scorer = hessian_scorer(cfg, scoring_dataset(splits, cfg.score_split), priv, unpriv)
     with _Workdir(run_dir) as rd:
+        say = lambda m: rd.log(m, echo=cfg.progress)  # noqa: E731
         if cfg.method == "fairprune":
-            rd.log(f"privileged group {priv}, unprivileged {unpriv}: {why}", echo=cfg.progress)
+            say(f"privileged group {priv}, unprivileged {unpriv}: {why}")
         if cfg.structured:
-            loop = _run_structured(model, splits, cfg, rd, arch, priv, unpriv)
+            # The loop cuts n channels per iteration: pr / iters of the layer's starting channels.
+            layer = cfg.layer or last_conv_name(model)
+            n = max(1, int(math.floor(cfg.pr / cfg.iters * layer_out_channels(model, layer) + 0.5)))
+            loop = run_prune_loop(model, splits, replace(cfg, n=n, layer=layer), scorer, run_dir=rd, arch=arch,
+                                  log=say)
             result = FairPruneResult(
                 model=loop.model, config=cfg, privileged=priv, unprivileged=unpriv, privileged_reason=why,
                 history=loop.history, best_iter=loop.best_iter, stop_reason=loop.stop_reason, layer=loop.layer,
-                channels_removed=sum(len(r) for r in loop.removed[: loop.best_iter]), loop=loop)
+                channels_removed=loop.channels_removed, loop=loop)
         else:
-            pruned_model, history, best, stop, masks, total = _run_unstructured(model, splits, cfg, rd, arch,
-                                                                                priv, unpriv)
+            step = MaskStep(scorer, cfg)
+            loop = run_prune_loop(model, splits, cfg, step, run_dir=rd, arch=arch, log=say)
             result = FairPruneResult(
-                model=pruned_model, config=cfg, privileged=priv, unprivileged=unpriv, privileged_reason=why,
-                history=history, best_iter=best, stop_reason=stop, pruned=_count_pruned(masks),
-                scored_elements=total)
+                model=loop.model, config=cfg, privileged=priv, unprivileged=unpriv, privileged_reason=why,
+                history=loop.history, best_iter=loop.best_iter, stop_reason=loop.stop_reason,
+                pruned=_count_pruned(step.masks), scored_elements=step.total, loop=loop)
             if run_dir is not None:
-                torch.save(masks, rd.file(MASKS_FILE))
+                torch.save(step.masks, rd.file(MASKS_FILE))
         result.run = rd if run_dir is not None else None
         if run_dir is not None:
             rd.set_section("fairprune", result.summary())
-        rd.log(f"selected iteration {result.best_iter} ({cfg.selection}); "
-               + (f"{result.channels_removed} channels removed from {result.layer}" if cfg.structured
-                  else f"sparsity {result.sparsity:.1%} of the scored parameters"), echo=cfg.progress)
+        say(f"selected iteration {result.best_iter} ({cfg.selection}); "
+            + (f"{result.channels_removed} channels removed from {result.layer}" if cfg.structured
+               else f"sparsity {result.sparsity:.1%} of the scored parameters"))
     return result
 
 
@@ -531,6 +502,7 @@ def fairprune_from_run(parent_path: str | Path, cfg: FairPruneConfig, out: str |
         extra.update(layer=result.layer, channels_removed=result.channels_removed, surgery="remove")
     else:
         extra.update(sparsity=result.sparsity, pruned_parameters=sum(result.pruned.values()))
+        extra[KEEPS_ZEROS] = True  # later methods' fine-tuning keeps these zeros (scp_from_run reads it)
     save_run_model(rd, result.model, parent.arch, extra)
     rd.set_section("selection", {"best_iter": result.best_iter, "stop_reason": result.stop_reason,
                                  "rule": cfg.selection})

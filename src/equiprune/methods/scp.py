@@ -22,7 +22,7 @@ from ..engine import RunDir
 from ..scoring import (ChannelScorer, FixedScores, KnownFirst, L1Scorer, RandomScorer, SNNLFairScorer,
                        null_check_text)
 from ..surgery import layer_out_channels
-from .prune_loop import LoopConfig, LoopResult, run_prune_loop
+from .prune_loop import KEEPS_ZEROS, LoopConfig, LoopResult, run_prune_loop
 
 SCORERS = ("snnl", "random", "l1", "none")
 SCORER_LABELS = {"snnl": "SCP (SNNL-Fair)", "random": "random channels", "l1": "L1-magnitude channels",
@@ -148,13 +148,15 @@ def scp_from_run(parent_path: str | Path, cfg: SCPConfig, out: str | Path,
     """
     from .runs import save_run_model, start_child_run
 
-    from .fairprune import MASKS_FILE
+    cfg = replace(cfg)  # our own copy: the parent may switch keep_zeros on below
 
-    if (Path(parent_path) / MASKS_FILE).exists() and not cfg.keep_zeros:
-        # An unstructured FairPrune/OBD parent: its zeros are its method, fine-tuning must not undo them.
-        cfg = replace(cfg, keep_zeros=True)
-    parent, rd = start_child_run(parent_path, out, kind=f"scp-{cfg.scorer}", settings=cfg,
-                                 check=lambda run: check_layer(run.model, cfg.layer),
+    def check(run: Any) -> None:
+        check_layer(run.model, cfg.layer)
+        if run.extra.get(KEEPS_ZEROS) and not cfg.keep_zeros:
+            # An unstructured-pruned parent (FairPrune/OBD): its zeros are its method, fine-tuning must keep them.
+            cfg.keep_zeros = True
+
+    parent, rd = start_child_run(parent_path, out, kind=f"scp-{cfg.scorer}", settings=cfg, check=check,
                                  method=SCORER_LABELS[cfg.scorer])
     splits = parent.splits()
     result = run_scp(parent.model, splits, cfg, run_dir=rd, arch=parent.arch, scores_before=scores_before)

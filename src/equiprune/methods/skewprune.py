@@ -60,13 +60,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
-from ..models import conv_layer_names, example_input, input_size, load_checkpoint, model_cost, save_checkpoint
-from ..scoring.skewness import (AGGREGATES, HEAD_QUERIES, SkewnessScores, premise_summary, skewness_pass)
+from ..engine import RunDir, TrainConfig, fit
+from ..models import conv_layer_names, example_input, input_size, model_cost
+from ..scoring import SkewnessScorer
+from ..scoring.skewness import AGGREGATES, HEAD_QUERIES, SkewnessScores, premise_summary
 from ..surgery import layer_out_channels, prune_channels
 from ..surgery.vit import (convert_vit_attention, is_vit, patch_embedding_parameters, prune_vit_embedding,
                            prune_vit_heads, vit_attention_paths, vit_embed_dim, vit_heads)
-from .prune_loop import default_finetune
+from .prune_loop import LoopConfig, PruneStep, default_finetune, run_prune_loop
 from .scp import scoring_dataset
 
 FREEZE = ("auto", "none", "embed", "all-but-head")
@@ -270,11 +271,6 @@ def _premise(scores: SkewnessScores, threshold: float, exclude: Any = ()) -> dic
     return out
 
 
-def _val_record(stage: str, val: dict[str, float], cost: dict[str, float]) -> dict[str, Any]:
-    return {"stage": stage, **{f"val_{k}": v for k, v in val.items()},
-            "macs": cost.get("macs"), "params": cost.get("params"), "latency_ms": cost.get("latency_ms")}
-
-
 def _scores_from_dict(d: dict[str, Any]) -> SkewnessScores:
     arr = lambda m: {k: np.asarray([np.nan if v is None else v for v in vals], dtype=float)  # noqa: E731
                      for k, vals in (m or {}).items()}
@@ -301,16 +297,21 @@ def _cut(model: nn.Module, splits: Any, cfg: SkewPruneConfig, image_size: int,
     if cfg.premise and not snnl:
         say(f"premise check skipped: {n_images} scoring images, fewer than one SNNL batch of "
             f"{cfg.score_batch_size} (lower --score-batch-size)")
-    common = dict(aggregate=cfg.aggregate, batch_size=cfg.score_batch_size, const_tol=cfg.const_tol,
-                  snnl=snnl, snnl_variant=cfg.snnl_variant, max_images=cfg.max_images, progress=cfg.progress)
+    vit = is_vit(model)
+    # A ViT's patch embedding is scored raw (no ReLU or BatchNorm follows it).
+    scorer = SkewnessScorer(data, aggregate=cfg.aggregate, batch_size=cfg.score_batch_size,
+                            relu=False if vit else cfg.relu, after_bn=True if vit else cfg.after_bn,
+                            const_tol=cfg.const_tol, max_images=cfg.max_images, head_query=cfg.head_query,
+                            progress=cfg.progress)
+    premise = dict(snnl=snnl, snnl_variant=cfg.snnl_variant)
     removed: dict[str, list[int]] = {}
     counts: dict[str, Any] = {"capped": [], "coupled": {}}
     device = next(model.parameters()).device
-    if is_vit(model):
+    if vit:
         convert_vit_attention(model)
         attention = vit_attention_paths(model) if cfg.vit_heads else []
-        scores = skewness_pass(model, data, layers=[PATCH_LAYER] if cfg.vit_patches else [],
-                               attention=attention, head_query=cfg.head_query, **common)  # type: ignore[arg-type]
+        scores = scorer.score_pass(model, layers=[PATCH_LAYER] if cfg.vit_patches else [], attention=attention,
+                                   **premise)
         few = {n: p for n, p in scores.positions.items() if p < cfg.min_positions}
         if few:
             raise SkewPruneError(f"the ViT has only {min(few.values())} patches per image, fewer than "
@@ -350,7 +351,7 @@ def _cut(model: nn.Module, splits: Any, cfg: SkewPruneConfig, image_size: int,
         return scores, removed, counts
 
     layers = _cnn_layers(model, cfg)
-    scores = skewness_pass(model, data, layers=layers, relu=cfg.relu, after_bn=cfg.after_bn, **common)
+    scores = scorer.score_pass(model, layers=layers, **premise)
     few = {layer: scores.positions[layer] for layer in layers if scores.positions[layer] < cfg.min_positions}
     if few and cfg.layers != "all":
         raise SkewPruneError(f"layers {sorted(few)} have maps of only {min(few.values())} positions at this image "
@@ -394,6 +395,87 @@ def _cut(model: nn.Module, splits: Any, cfg: SkewPruneConfig, image_size: int,
     return scores, removed, counts
 
 
+# --------------------------------------------------------------------------- the loop's step
+
+def _cost_fields(cost: dict[str, float]) -> dict[str, Any]:
+    return {"macs": cost.get("macs"), "params": cost.get("params"), "latency_ms": cost.get("latency_ms")}
+
+
+class SkewStep(PruneStep):
+    """SkewPrune as the pruning loop's step: one cut of every skin-like component, then frozen fine-tuning.
+
+    The cut model is saved as ``pruned.pt`` and evaluated before fine-tuning
+    (history stages ``start``, ``pruned``, ``finetuned``); the evidence goes to
+    the sections ``skewness``, ``skewprune``, ``cost`` and ``finetune``.
+    """
+
+    evaluate_cut = True
+
+    def __init__(self, splits: Any, cfg: SkewPruneConfig, image_size: int, freeze: str) -> None:
+        self.splits, self.skew, self.image_size, self.freeze = splits, cfg, image_size, freeze
+        self.cost: dict[str, Any] = {}
+        self.finetune_history: list[dict[str, Any]] = []
+
+    def start(self, model: nn.Module) -> dict[str, Any]:
+        self.cost["before"] = _cost(model, self.image_size, self.skew.latency)
+        return _cost_fields(self.cost["before"])
+
+    def cut(self, model: nn.Module, k: int) -> tuple[nn.Module, dict[str, Any]]:
+        cfg = self.skew
+        self.scores, self.removed, self.counts = _cut(model, self.splits, cfg, self.image_size, self.say)
+        self.cost["pruned"] = _cost(model, self.image_size, cfg.latency)
+        self.premise = _premise(self.scores, cfg.threshold, exclude=self.counts.get("skipped", {}))
+        for name, p in self.premise.items():
+            if name in ("all layers", HEADS_KEY) or len(self.premise) == 1:
+                self.say(f"premise check, {name}: Spearman(skewness, SNNL-Fair) = {p['spearman']:+.3f} over "
+                         f"{p['n']} components (> 0 supports the premise)")
+        if self.rd is not None:
+            self.rd.set_section("skewness", {**self.scores.to_dict(), "threshold": cfg.threshold,
+                                             "premise": self.premise})
+            self.rd.set_section("skewprune", {"kind": self.counts["kind"], "removed": self.removed,
+                                              "counts": self.counts, "freeze": self.freeze})
+            self.rd.set_section("cost", self.cost)
+        return model, _cost_fields(self.cost["pruned"])
+
+    def restore(self, model: nn.Module, history: list[dict[str, Any]]) -> nn.Module:
+        metrics = self.rd.read_metrics()
+        sec = metrics["skewprune"]
+        self.scores = _scores_from_dict(metrics.get("skewness", {}))
+        self.removed = {k: list(v) for k, v in sec["removed"].items()}
+        self.counts = sec["counts"]
+        # JSON stores NaN (no latency measured) as null: back to NaN
+        self.cost = {stage: {key: float("nan") if v is None else v for key, v in values.items()}
+                     for stage, values in (metrics.get("cost") or {}).items()}
+        self.premise = metrics.get("skewness", {}).get("premise", {})
+        self.finetune_history = list((metrics.get("finetune") or {}).get("history", []))
+        if history[-1].get("stage") == "pruned":
+            self.say("resuming: the cut is already done, loading pruned.pt")
+        return model
+
+    def cut_path(self, rd: RunDir, k: int) -> Path:
+        return rd.file("pruned.pt")
+
+    def finetune_config(self, k: int) -> TrainConfig | None:
+        ft = self.skew.finetune
+        if ft.epochs == 0:
+            return None
+        return TrainConfig(**{**asdict(ft), "seed": self.skew.seed, "progress": self.skew.progress})
+
+    def finetune(self, model: nn.Module, splits: Any, ft: TrainConfig, state: RunDir | None) -> nn.Module:
+        self.say(f"fine-tuning {ft.epochs} epochs, freeze={self.freeze}")
+        res = finetune_with_freeze(model, splits, ft, self.freeze, run_dir=state)
+        self.finetune_history = res.history
+        return res.model
+
+    def settle(self, model: nn.Module, k: int) -> tuple[nn.Module, dict[str, Any]]:
+        self.cost["after"] = _cost(model, self.image_size, self.skew.latency)
+        self.cost["reduction_pct"] = _reduction(self.cost["before"], self.cost["after"])
+        if self.rd is not None:
+            self.rd.set_section("cost", self.cost)
+            self.rd.set_section("finetune", {"freeze": self.freeze, "history": self.finetune_history})
+        return model, _cost_fields(self.cost["after"])
+
+
 # --------------------------------------------------------------------------- the method
 
 def run_skewprune(model: nn.Module, splits: Any, cfg: SkewPruneConfig,
@@ -401,8 +483,10 @@ def run_skewprune(model: nn.Module, splits: Any, cfg: SkewPruneConfig,
                   arch: dict[str, Any] | None = None) -> SkewPruneResult:
     """SkewPrune `model` (pruned in place) on `splits`; see the module docstring.
 
-    With `run_dir`, the cut model and the evidence are saved and an
-    interrupted run resumes (the cut is not redone; fine-tuning continues).
+    One iteration of the pruning loop (`prune_loop`, no stopping rule, the
+    last iteration kept) with `SkewStep`. With `run_dir`, the cut model and the
+    evidence are saved and an interrupted run resumes (the cut is not redone;
+    fine-tuning continues).
     """
     cfg.validate()
     if run_dir is not None and not arch:
@@ -412,64 +496,18 @@ def run_skewprune(model: nn.Module, splits: Any, cfg: SkewPruneConfig,
     rd = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
     say = rd.log if rd is not None else (lambda m: None)
     freeze = resolve_freeze(model, cfg.freeze)
-    image_size = input_size(arch, model, splits)
-    kind = "vit" if is_vit(model) else "cnn"
-    set_seed(cfg.seed)
-
-    metrics = rd.read_metrics() if rd is not None else {"history": []}
-    stages = {r.get("stage"): r for r in metrics["history"]}
-    pruned_path = rd.file("pruned.pt") if rd is not None else None
-    if pruned_path is not None and pruned_path.exists() and "pruned" in stages and "skewprune" in metrics:
-        say("resuming: the cut is already done, loading pruned.pt")
-        model, _, _ = load_checkpoint(pruned_path)
-        sec = metrics["skewprune"]
-        scores = _scores_from_dict(metrics.get("skewness", {}))
-        removed = {k: list(v) for k, v in sec["removed"].items()}
-        counts = sec["counts"]
-        cost = dict(metrics.get("cost", {}))
-        val_start = {k[4:]: v for k, v in stages["start"].items() if k.startswith("val_")}
-        val_pruned = {k[4:]: v for k, v in stages["pruned"].items() if k.startswith("val_")}
-        premise = metrics.get("skewness", {}).get("premise", {})
-    else:
-        cost = {"before": _cost(model, image_size, cfg.latency)}
-        val_start, _ = evaluate(model, splits.val)
-        history = [_val_record("start", val_start, cost["before"])]
-        scores, removed, counts = _cut(model, splits, cfg, image_size, say)
-        cost["pruned"] = _cost(model, image_size, cfg.latency)
-        val_pruned, _ = evaluate(model, splits.val)
-        history.append(_val_record("pruned", val_pruned, cost["pruned"]))
-        premise = _premise(scores, cfg.threshold, exclude=counts.get("skipped", {}))
-        for name, p in premise.items():
-            if name in ("all layers", HEADS_KEY) or len(premise) == 1:
-                say(f"premise check, {name}: Spearman(skewness, SNNL-Fair) = {p['spearman']:+.3f} over "
-                    f"{p['n']} components (> 0 supports the premise)")
-        if rd is not None:
-            save_checkpoint(pruned_path, model, arch or {})
-            rd.set_history(history)
-            rd.set_section("skewness", {**scores.to_dict(), "threshold": cfg.threshold, "premise": premise})
-            rd.set_section("skewprune", {"kind": kind, "removed": removed, "counts": counts, "freeze": freeze})
-            rd.set_section("cost", cost)
-
-    ft = TrainConfig(**{**asdict(cfg.finetune), "seed": cfg.seed, "progress": cfg.progress})
-    history_ft: list[dict[str, Any]] = []
-    if ft.epochs > 0:
-        state_dir = RunDir(rd.path / "finetune") if rd is not None else None
-        say(f"fine-tuning {ft.epochs} epochs, freeze={freeze}")
-        res = finetune_with_freeze(model, splits, ft, freeze, run_dir=state_dir)
-        model, history_ft = res.model, res.history
-    val_after, _ = evaluate(model, splits.val)
-    cost["after"] = _cost(model, image_size, cfg.latency)
-    cost["reduction_pct"] = _reduction(cost["before"], cost["after"])
-    say(f"val macro-F1 {val_start['f1']:.4f} -> {val_pruned['f1']:.4f} (cut) -> {val_after['f1']:.4f} "
-        f"(fine-tuned); MACs {-cost['reduction_pct']['macs']:+.1f}%, params {-cost['reduction_pct']['params']:+.1f}%")
-    if rd is not None:
-        hist = [r for r in rd.read_metrics()["history"] if r.get("stage") != "finetuned"]
-        rd.set_history(hist + [_val_record("finetuned", val_after, cost["after"])])
-        rd.set_section("cost", cost)
-        rd.set_section("finetune", {"freeze": freeze, "history": history_ft})
-    return SkewPruneResult(model=model, config=cfg, kind=kind, scores=scores, removed=removed, counts=counts,
-                           cost=cost, val={"start": val_start, "pruned": val_pruned, "finetuned": val_after},
-                           premise=premise, freeze=freeze, finetune_history=history_ft, run=rd)
+    step = SkewStep(splits, cfg, input_size(arch, model, splits), freeze)
+    loop_cfg = LoopConfig(max_iters=1, th_acc=math.inf, th_fair=-math.inf, finetune=cfg.finetune, seed=cfg.seed,
+                          progress=cfg.progress, select="last")
+    loop = run_prune_loop(model, splits, loop_cfg, step, run_dir=rd, arch=arch, log=say)
+    val = {r["stage"]: {k[4:]: v for k, v in r.items() if k.startswith("val_")} for r in loop.history}
+    cost = step.cost
+    say(f"val macro-F1 {val['start']['f1']:.4f} -> {val['pruned']['f1']:.4f} (cut) -> "
+        f"{val['finetuned']['f1']:.4f} (fine-tuned); MACs {-cost['reduction_pct']['macs']:+.1f}%, "
+        f"params {-cost['reduction_pct']['params']:+.1f}%")
+    return SkewPruneResult(model=loop.model, config=cfg, kind=step.counts["kind"], scores=step.scores,
+                           removed=step.removed, counts=step.counts, cost=cost, val=val, premise=step.premise,
+                           freeze=freeze, finetune_history=step.finetune_history, run=rd)
 
 
 def check_model(model: nn.Module, cfg: SkewPruneConfig) -> None:
