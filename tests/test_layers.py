@@ -1,4 +1,4 @@
-"""The layer rule of DESIGN.md: a package imports only the packages above it."""
+"""The layer rule of docs/DESIGN.md: a package imports only the packages above it."""
 import ast
 from pathlib import Path
 

@@ -1,7 +1,7 @@
 """Tests of equiprune.metrics: paper metrics, FATE, multi-group helpers.
 
 Expected numbers come from (a) confusion matrices worked out by hand in the
-comments, (b) a deliberately naive loop transcription of METRICS.md written here,
+comments, (b) a deliberately naive loop transcription of docs/METRICS.md written here,
 independent of the vectorised code, (c) sklearn and fairlearn.
 """
 
@@ -27,7 +27,7 @@ from equiprune.metrics import (
 
 
 def naive_reference(y, p, g, num_classes=None):
-    """Direct transcription of METRICS.md with python loops (no numpy vectorisation)."""
+    """Direct transcription of docs/METRICS.md with python loops (no numpy vectorisation)."""
     y = [int(v) for v in y]
     p = [int(v) for v in p]
     g = [int(v) for v in g]

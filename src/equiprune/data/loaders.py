@@ -4,7 +4,7 @@
 splits; no image is opened). ``load_splits(cfg)`` adds the image checks
 (missing / corrupt files), the decode cache and the transforms.
 
-Reference conventions (METRICS.md):
+Reference conventions (docs/METRICS.md):
 
 * Fitzpatrick-17k: classes of the ``low`` (114) / ``mid`` (9) / ``high`` (3)
   level; the label-name -> index mapping is read from the ``low``/``mid``/

@@ -28,7 +28,7 @@ ITA line); a* is drawn in ``[6, 14]``. Per image the skin also gets low-frequenc
 texture noise, pixel noise, a linear illumination gradient and, optionally,
 dark hair-like strokes.
 
-Group coding (same as the Fitzpatrick-17k reference, METRICS.md):
+Group coding (same as the Fitzpatrick-17k reference, docs/METRICS.md):
 ``group = 0`` for types I-III (light), ``group = 1`` for IV-VI (dark).
 
 The bias, explicit and controlled by :class:`SynthDermConfig`:

@@ -5,7 +5,7 @@ a run folder (its model, its data split, by default its chain's baseline) and
 writes the evidence into the folder: ``predictions_<split>.csv``, the ``audit``
 section of metrics.json and report.md / report.html.
 
-The paper two-group metrics (METRICS.md) are always computed; ``groups`` adds
+The paper two-group metrics (docs/METRICS.md) are always computed; ``groups`` adds
 an equiprune extension, a multi-group audit by another metadata column (or the
 intersection of two columns).
 """

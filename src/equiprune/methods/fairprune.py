@@ -95,7 +95,7 @@ __all__ = [
 METHODS = ("fairprune", "obd")
 METHOD_LABELS = {"fairprune": "FairPrune", "obd": "OBD"}
 
-# The papers' choice of privileged group per dataset (METRICS.md group coding).
+# The papers' choice of privileged group per dataset (docs/METRICS.md group coding).
 PRIVILEGED_DEFAULTS: dict[str, int] = {
     "fitzpatrick17k": 1,  # dark skin (IV-VI): the papers' tables call it privileged
     "isic2019": 0,        # female: privileged in the papers

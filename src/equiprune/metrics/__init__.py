@@ -1,4 +1,4 @@
-"""Fairness and accuracy numbers (METRICS.md), FATE, bootstrap intervals, multi-group audits.
+"""Fairness and accuracy numbers (docs/METRICS.md), FATE, bootstrap intervals, multi-group audits.
 
 Pure numpy; torch tensors are accepted as inputs but torch is not imported.
 The defaults reproduce the reference papers' metric routine number for number.

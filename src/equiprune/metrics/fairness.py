@@ -1,6 +1,6 @@
 """Two-group fairness and accuracy numbers of the dermatology fairness-pruning papers.
 
-The definitions are those of ``shared/METRICS.md`` (normative): they reproduce the
+The definitions are those of ``docs/METRICS.md`` (normative): they reproduce the
 metric routine shared by FairPrune, the fair multi-exit framework and Sensitive
 Channel Pruning number for number, quirks included:
 
@@ -360,7 +360,7 @@ def _result_from_counts(tp: np.ndarray, true_sum: np.ndarray, pred_sum: np.ndarr
 def group_fairness(
     y_true: Any, y_pred: Any, groups: Any, num_classes: int | None = None
 ) -> FairnessResult:
-    """Paper metrics (METRICS.md) of predictions for two groups coded 0/1.
+    """Paper metrics (docs/METRICS.md) of predictions for two groups coded 0/1.
 
     Args:
         y_true, y_pred: class indices (numpy, torch or list).

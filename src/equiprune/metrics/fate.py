@@ -1,4 +1,4 @@
-"""FATE, FairAdaBN's accuracy/fairness trade-off score (METRICS.md)."""
+"""FATE, FairAdaBN's accuracy/fairness trade-off score (docs/METRICS.md)."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ class DemoResult:
 
 
 def _fate_eodd(h: HeadToHead) -> float:
-    """FATE(Eodd) of SCP against vanilla from the two point estimates (METRICS.md, λ = 1); NaN for a zero gap."""
+    """FATE(Eodd) of SCP against vanilla from the two point estimates (docs/METRICS.md, λ = 1); NaN for a zero gap."""
     try:
         return fate(h.f1.estimate_b, h.f1.estimate_a, h.eodd.estimate_b, h.eodd.estimate_a)
     except MetricsError:

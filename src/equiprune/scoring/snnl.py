@@ -6,7 +6,7 @@ neighbour loss (SNNL) with the sensitive GROUP as label. A low score means the
 channel's features cluster by group: the channel is "sensitive" and is pruned.
 Scores are averaged over batches of a fixed-order pass over the data.
 
-Two variants (see METRICS.md):
+Two variants (see docs/METRICS.md):
 
 ``reference`` -- what the published code computes (it produced the published
 numbers). Per channel::
