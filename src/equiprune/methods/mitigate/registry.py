@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from .base import MethodSpec, MitigationConfig
 
-METHOD_MODULES: tuple[str, ...] = ("reweight", "groupdro", "adversarial", "domain_independent", "hsic", "fairadabn",
+METHOD_MODULES: tuple[str, ...] = ("plain", "reweight", "groupdro", "adversarial", "domain_independent", "hsic", "fairadabn",
                                    "postprocess", "mfd", "swa")
 
 
