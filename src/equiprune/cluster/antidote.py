@@ -76,7 +76,8 @@ def cost_of(U: np.ndarray, groups: np.ndarray, V: np.ndarray, cfg: AntidoteConfi
 
 
 def antidote(U: np.ndarray, groups: np.ndarray, cfg: AntidoteConfig | None = None) -> AntidoteResult:
-    from zoopt import Dimension, Objective, Opt, Parameter
+    from zoopt import Dimension, Objective, Parameter
+    from .zoo import quiet_min
     cfg = cfg or AntidoteConfig()
     U = np.asarray(U, float)
     groups = np.asarray(groups)
@@ -101,7 +102,7 @@ def antidote(U: np.ndarray, groups: np.ndarray, cfg: AntidoteConfig | None = Non
                             low_dimension=low, withdraw_alpha=Dimension(1, [[-1, 1]], [True]), seed=cfg.seed)
         else:
             par = Parameter(budget=cfg.budget, seed=cfg.seed)
-        sol = Opt.min(Objective(objective, dim), par)
+        sol = quiet_min(Objective(objective, dim), par)
         value = float(sol.get_value())
         V = lo + np.clip(np.asarray(sol.get_x(), float), 0.0, 1.0).reshape(size, d) * (hi - lo)
         rounds.append({"size": size, "cost": value})

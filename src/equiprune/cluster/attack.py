@@ -63,7 +63,8 @@ def _scores_on_defended(X, groups, y, labels, defended) -> dict[str, float]:
 def flip_attack(X: np.ndarray, groups: np.ndarray, cfg: FlipAttackConfig, y: np.ndarray | None = None,
                 attacked: np.ndarray | None = None) -> FlipAttackResult:
     """Run the attack once (one seed): pre-attack, optimised flips and random flips, scored on G_D."""
-    from zoopt import Dimension, Objective, Opt, Parameter
+    from zoopt import Dimension, Objective, Parameter
+    from .zoo import quiet_min
     X = np.asarray(X, float)
     groups = np.asarray(groups, dtype=np.int64)
     values = np.unique(groups)
@@ -93,7 +94,7 @@ def flip_attack(X: np.ndarray, groups: np.ndarray, cfg: FlipAttackConfig, y: np.
 
     size = len(attacked)
     dim = Dimension(size, [[0, 1]] * size, [False] * size)
-    sol = Opt.min(Objective(objective, dim), Parameter(budget=cfg.budget, seed=cfg.seed))
+    sol = quiet_min(Objective(objective, dim), Parameter(budget=cfg.budget, seed=cfg.seed))
     best = np.asarray(sol.get_x(), dtype=np.int64)
     post = run(best)
     random = run(rng.integers(0, 2, size))

@@ -130,3 +130,8 @@ def cfc(X: np.ndarray, groups: np.ndarray, k: int, seed: int = 0, cfg: CFCConfig
     centers = np.stack([X[labels == c].mean(0) if (labels == c).any() else np.full(X.shape[1], np.nan)
                         for c in range(k)])
     return Clustering(labels, centers)
+
+
+from .algorithms import ALGORITHMS  # noqa: E402  (CFC joins the one registry: `cluster attack --algorithm cfc`)
+
+ALGORITHMS["cfc"] = cfc

@@ -24,7 +24,7 @@ from .attack import FlipAttackConfig, flip_attack, ks_attack_vs_random
 from .cfc import CFCConfig, cfc
 from .metrics import clustering_scores, post_pre_ratio
 
-ALL_ALGORITHMS = (*ALGORITHMS, "cfc")
+ALL_ALGORITHMS = tuple(ALGORITHMS)  # cfc registers itself on import
 
 
 @dataclass
@@ -105,7 +105,7 @@ def _check_k(k: int, n: int) -> None:
 
 
 def fit_algorithm(name: str, pts: Points, k: int, seed: int = 0, cfc_cfg: CFCConfig | None = None):
-    if name == "cfc":
+    if name == "cfc":  # the only algorithm with settings of its own
         return cfc(pts.X, pts.groups, k, seed, cfc_cfg)
     return ALGORITHMS[name](pts.X, pts.groups, k, seed)
 
