@@ -31,19 +31,23 @@ if TYPE_CHECKING:
 
 
 def train(data: DataConfig, model: str = "vgg11", width: float = 0.25, cfg: TrainConfig | None = None,
-          out: str | Path = "runs/base", method: "MitigationConfig | None" = None) -> TrainRunResult:
+          out: str | Path = "runs/base", method: "MitigationConfig | None" = None, weights: str = "none",
+          weights_preprocessing: bool = True) -> TrainRunResult:
     """`equiprune train`: build data and model, train, write the run folder (resumable).
 
     `method` (`train --method`): train from scratch with a mitigation method;
-    `cfg` replaces its training budget.
+    `cfg` replaces its training budget. `weights` is ``"none"``, ``"imagenet"``
+    (width 1.0; with `weights_preprocessing` the data's input size and resize
+    become the weights' own) or the path of a torchvision-format state dict
+    (see `equiprune.models.weights`).
     """
+    model_cfg = ModelConfig(name=model, width=width, weights=weights, weights_preprocessing=weights_preprocessing)
     if method is not None:
         from dataclasses import replace
 
         from .methods.mitigate import train_with_method
-        return train_with_method(data, ModelConfig(name=model, width=width),
-                                 replace(method, finetune=cfg or TrainConfig()), out)
-    return train_from_config(data, ModelConfig(name=model, width=width), cfg or TrainConfig(), out)
+        return train_with_method(data, model_cfg, replace(method, finetune=cfg or TrainConfig()), out)
+    return train_from_config(data, model_cfg, cfg or TrainConfig(), out)
 
 
 def mitigate(run: str | Path, cfg: "MitigationConfig", out: str | Path) -> "MitigationResult":
@@ -75,13 +79,19 @@ def audit(run: str | Path, cfg: AuditConfig | None = None, baseline: str | Path 
 
 
 def audit_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, cfg: AuditConfig | None = None,
-                     image_size: int | None = None, baseline: str | Path | None = None) -> AuditResult:
+                     image_size: int | None = None, baseline: str | Path | None = None,
+                     arch: str | None = None, num_classes: int | None = None, width: float = 1.0) -> AuditResult:
     """`equiprune audit --checkpoint`: audit a bare model.pt on `data`; `out` becomes its run folder.
 
     The images are fed at the checkpoint's recorded input size unless
-    `image_size` is given (``data.image_size`` is replaced either way).
+    `image_size` is given (``data.image_size`` is replaced either way). With
+    `arch` the file is a plain torchvision state dict of that architecture
+    (`num_classes` default: its head's rows; input size default 224).
     """
-    return audit_checkpoint_and_report(checkpoint, data, out, cfg, image_size=image_size, baseline_run=baseline)
+    from .methods.checkpoint_audit import StateDictArch
+    plain = StateDictArch(arch, num_classes, width) if arch else None
+    return audit_checkpoint_and_report(checkpoint, data, out, cfg, image_size=image_size, baseline_run=baseline,
+                                       plain=plain)
 
 
 def report(runs: Sequence[str | Path], out: str | Path | None = None,

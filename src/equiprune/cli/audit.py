@@ -16,6 +16,8 @@ examples:
   equiprune audit --run runs/base --ece-binning adaptive   # calibration with equal-mass bins
   equiprune audit --checkpoint model.pt --data fitzpatrick17k --root images/ --out runs/audit-f17k
   equiprune audit --checkpoint runs/base/model.pt --data synthderm --data-seed 0 --out runs/audit-base
+  equiprune audit --checkpoint resnet18_isic.pth --arch resnet18 --num-classes 8 --data isic2019 \
+                  --root DIR --out runs/audit-mine    # a plain torchvision state dict trained elsewhere
 With --run it writes into the run folder: the `audit` section of metrics.json
 (`audit_val` / `audit_train` for the other splits), predictions_<split>.csv,
 report.md and report.html (one self-contained file), and prints Table 1 with
@@ -31,10 +33,17 @@ of the checkpoint as model.pt, and the same files as above, so `equiprune
 report` and every --run verb can use it. The images are fed at the size the
 checkpoint was built for unless --image-size is given; a checkpoint whose
 class count differs from the dataset's is refused.
+With --arch the file is a plain torchvision state dict (torch.save(model.state_dict());
+DataParallel's `module.` prefix and a `state_dict`/`model` entry are fine), read
+without unpickling code; --num-classes defaults to its head's rows, --width to
+1.0, the input size to 224. Its model.pt is then an equiprune checkpoint that
+`prune`, `compress` and `reprogram --run` take like any trained run.
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..models import MODEL_NAMES
+
     p = sub.add_parser("audit", help="measure per-group accuracy and fairness of a model, with a report",
                        description="Score the model of a run folder on one split of its data (or a bare "
                                    "checkpoint on a dataset you name): the papers' "
@@ -45,6 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--run", metavar="RUN_DIR", help="run folder holding model.pt and config.json")
     src.add_argument("--checkpoint", metavar="FILE",
                      help="a model.pt written by equiprune, audited on the data given by the data options")
+    p.add_argument("--arch", metavar="NAME", choices=list(MODEL_NAMES), default=None,
+                   help="with --checkpoint: the file is a plain torchvision state dict of this architecture "
+                        f"({', '.join(MODEL_NAMES)})")
+    p.add_argument("--num-classes", metavar="K", type=int, default=None,
+                   help="with --arch: outputs of the head (default: read from the file's head)")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="with --arch: width multiplier the model was built with (default 1.0, torchvision's)")
     p.add_argument("--out", metavar="RUN_DIR", default=None,
                    help="with --checkpoint: new run folder for the audit (required there)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="split to score (default test)")
@@ -85,7 +101,7 @@ def _check_source_args(args: argparse.Namespace) -> None:
     """Raise ValueError for option mixes that would be silently ignored."""
     given = [opt for dest, (opt, default) in args.data_defaults.items() if getattr(args, dest) != default]
     if args.run:
-        extra = given + (["--out"] if args.out else [])
+        extra = given + (["--out"] if args.out else []) + (["--arch"] if args.arch else [])
         if extra:
             raise ValueError(f"only with --checkpoint: {', '.join(extra)} (a run folder's data settings come from "
                              "its config.json, and its audit is written into it).")
@@ -112,8 +128,11 @@ def run(args: argparse.Namespace) -> int:
         from ..report import audit_checkpoint_and_report
 
         data = data_config_from_args(args, seed=args.data_seed, progress=not args.quiet)
+        from ..methods.checkpoint_audit import StateDictArch
+
+        plain = StateDictArch(args.arch, args.num_classes, args.width) if args.arch else None
         result = audit_checkpoint_and_report(args.checkpoint, data, args.out, cfg, image_size=args.image_size,
-                                             baseline_run=args.baseline)
+                                             baseline_run=args.baseline, plain=plain)
     else:
         result = audit_and_report(args.run, cfg, baseline_run=args.baseline)
     run_dir = Path(args.run or args.out)

@@ -45,6 +45,8 @@ class TrainConfig:
     channels_last: bool = True      # NHWC memory layout: ~25% faster convolutions on CPU (oneDNN)
     num_workers: int = 0
     progress: bool = True
+    freeze_epochs: int = 0          # train only the head (last Linear) for this many first epochs
+    head_lr: float | None = None    # learning rate of the head; None = lr
 
     def validate(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
@@ -56,7 +58,9 @@ class TrainConfig:
         for name, value, ok, rule in (("epochs", self.epochs, self.epochs >= 0, ">= 0"),
                                       ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
                                       ("lr", self.lr, self.lr > 0, "> 0"),
-                                      ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")):
+                                      ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+                                      ("freeze_epochs", self.freeze_epochs, self.freeze_epochs >= 0, ">= 0"),
+                                      ("head_lr", self.head_lr, self.head_lr is None or self.head_lr > 0, "> 0")):
             if not ok:
                 raise ValueError(f"training setting {name} must be {rule}, got {value}")
 
@@ -72,14 +76,46 @@ class FitResult:
     resumed_from: int = 0
 
 
-def _optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def _split_head(model: nn.Module, params: list[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(backbone, head) among `params`; the head is the model's last Linear (`models.weights.head_name`)."""
+    from ..models.weights import head_name
+
+    head_ids = {id(p) for p in model.get_submodule(head_name(model)).parameters()}
+    return [p for p in params if id(p) not in head_ids], [p for p in params if id(p) in head_ids]
+
+
+def _optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig,
+               model: nn.Module | None = None) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
+    """The optimizer, and the backbone parameters that `freeze_epochs` freezes.
+
+    With `head_lr` or `freeze_epochs` (and `model` given) the parameters form
+    two groups, backbone then head, so the head gets its own learning rate and
+    the schedule scales both.
+    """
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
+    backbone: list[nn.Parameter] = []
+    groups: list[dict[str, Any]] = [{"params": params, "lr": cfg.lr}]
+    if model is not None and (cfg.head_lr is not None or cfg.freeze_epochs > 0):
+        backbone, head = _split_head(model, params)
+        groups = [g for g in ({"params": backbone, "lr": cfg.lr},
+                              {"params": head, "lr": cfg.head_lr if cfg.head_lr is not None else cfg.lr})
+                  if g["params"]]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                           weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay), backbone
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay), backbone
+
+
+def _freeze_backbone(model: nn.Module, backbone: list[nn.Parameter], frozen: bool) -> None:
+    """Stop (or restart) gradients of the backbone; frozen BatchNorm layers also keep their statistics."""
+    for p in backbone:
+        p.requires_grad_(not frozen)
+    if frozen:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
@@ -174,7 +210,10 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
                          generator=gen, sampler=sampler, num_workers=cfg.num_workers)
     plugin.setup(model, device)
     trainable = (list(params) if params is not None else list(model.parameters())) + list(plugin.parameters())
-    opt = _optimizer(trainable, cfg)
+    if cfg.freeze_epochs and distributed:
+        raise ValueError("freeze_epochs is not supported under torchrun (DDP cannot change which parameters "
+                         "train mid-run); run the frozen epochs in one process, or leave freeze_epochs at 0.")
+    opt, backbone = _optimizer(trainable, cfg, model)
     base_lrs = [g["lr"] for g in opt.param_groups]
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -219,6 +258,8 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
         if distributed:
             sampler.set_epoch(epoch)
         net.train()
+        frozen = epoch < cfg.freeze_epochs
+        _freeze_backbone(model, backbone, frozen)
         total = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
@@ -254,6 +295,10 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
             train_loss, train_acc = float(total / max(seen, 1)), float(correct / max(seen, 1))
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss,
                   "train_acc": train_acc}
+        if cfg.head_lr is not None:
+            record["head_lr"] = opt.param_groups[-1]["lr"]
+        if cfg.freeze_epochs:
+            record["backbone_frozen"] = frozen
         if splits.val is not None and cfg.select_on != "last":
             val, _ = evaluate(model, splits.val, device=device)
             record.update({"val_acc": val["acc"], "val_f1": val["f1"], "val_eodd": val["eodd"],
@@ -277,6 +322,7 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
                 state["torch_rng_ranks"] = all_gather_objects(torch.get_rng_state())
                 state["world_size"] = world
             on_main(_save_state, state, state_path)
+    _freeze_backbone(model, backbone, False)  # later verbs get a trainable model
     if best_state is not None:
         model.load_state_dict(best_state)
     if cfg.channels_last:  # hand back the usual layout: pruning utilities .view() flat parameters

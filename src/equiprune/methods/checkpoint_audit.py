@@ -6,22 +6,62 @@ config.json (kind ``audit``, the checkpoint path and digest, the data
 settings, the architecture) and a byte-for-byte copy of the checkpoint as
 model.pt. `audit_run` then does the audit unchanged, and the folder is an
 ordinary run folder for `equiprune report`, `compare` and every `--run` verb.
+
+A model trained elsewhere comes as a plain torchvision state dict, which
+says nothing of its architecture: with a `StateDictArch` (``--arch NAME
+[--num-classes K] [--width W]``) the file is read with
+`models.weights.read_state_dict` (weights_only, ``module.`` prefixes,
+``state_dict``/``model`` entries), loaded strictly into `build_model`'s
+architecture (the head included: its class count must be the dataset's), and
+model.pt is written as an equiprune checkpoint, so pruning, compression and
+reprogramming read it like any trained run.
 """
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..data import DataConfig, load_splits
 from ..data.cache import atomic_write, file_sha256
 from ..engine import RunDir, on_main
-from ..models import input_size
+from ..models import ModelError, build_model, head_name, input_size
+from ..models.weights import load_pretrained, read_state_dict
 from .audit import AuditError
-from .runs import load_model_file
+from .runs import load_model_file, save_run_model
 
-__all__ = ["checkpoint_run"]
+__all__ = ["StateDictArch", "checkpoint_run"]
+
+#: Input size of a plain state dict when none is given: torchvision's ImageNet size.
+PLAIN_IMAGE_SIZE = 224
+
+
+@dataclass
+class StateDictArch:
+    """The architecture of a plain state dict (`build_model` arguments; `num_classes` None = the head's rows)."""
+
+    name: str
+    num_classes: int | None = None
+    width: float = 1.0
+
+
+def _plain_model(checkpoint: Path, spec: StateDictArch, image_size: int | None):
+    """(model, arch) from a plain state dict: the weights loaded strictly into `spec`'s architecture."""
+    state = read_state_dict(checkpoint)
+    size = int(image_size or PLAIN_IMAGE_SIZE)
+    probe = build_model(spec.name, 2, spec.width, size)
+    head_key = head_name(probe) + ".weight"
+    num_classes = spec.num_classes
+    if num_classes is None:
+        if head_key not in state:
+            raise ModelError(f"{checkpoint} has no {head_key} (the head of {spec.name}); is --arch right? "
+                             "Give --num-classes too if the file is of that architecture.")
+        num_classes = int(state[head_key].shape[0])
+    arch = {"name": spec.name, "num_classes": int(num_classes), "width": float(spec.width), "image_size": size}
+    model = build_model(**arch)
+    load_pretrained(model, state, str(checkpoint), replace_head=False)
+    return model, arch
 
 
 def _audit_image_size(model: Any, arch: dict[str, Any], extra: dict[str, Any], image_size: int | None,
@@ -58,7 +98,7 @@ def _check_classes(arch: dict[str, Any], extra: dict[str, Any], splits: Any, dat
 
 
 def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
-                   image_size: int | None = None) -> RunDir:
+                   image_size: int | None = None, plain: StateDictArch | None = None) -> RunDir:
     """Make `out` the run folder of `checkpoint` on `data`, ready for `audit_run`.
 
     Args:
@@ -68,7 +108,10 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
             (models with adaptive pooling accept other sizes).
         out: new run folder (running again with the same checkpoint and data
             re-uses it; other ones are an error).
-        image_size: audit at this input size instead of the recorded one.
+        image_size: audit at this input size instead of the recorded one
+            (with `plain`: the size to build the model for, default 224).
+        plain: the architecture of a plain torchvision state dict; None = an
+            equiprune checkpoint.
 
     Raises AuditError when the checkpoint's class count differs from the
     dataset's, or `out` is the folder holding the checkpoint; nothing is
@@ -82,16 +125,32 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
     if (out / RunDir.MODEL).resolve() == checkpoint.resolve():
         raise AuditError(f"--out {out} is the folder holding the checkpoint; audit that run folder with "
                          f"`equiprune audit --run {out}`, or give a new --out folder.")
-    model, arch, extra = load_model_file(checkpoint)  # fails early, with the loader's message, on a bad file
+    if plain is not None:
+        model, arch = _plain_model(checkpoint, plain, image_size)
+        extra: dict[str, Any] = {}
+    else:
+        try:  # fails early, with the loader's message, on a bad file
+            model, arch, extra = load_model_file(checkpoint)
+        except ModelError as exc:
+            if "is not an equiprune checkpoint" not in str(exc):
+                raise
+            raise AuditError(f"{exc}. For a plain torchvision state dict give its architecture: --arch NAME "
+                             "(and --num-classes K, --width W when they are not the head's rows and 1.0).") from None
     data = replace(data, image_size=_audit_image_size(model, arch, extra, image_size, checkpoint))
-    notes = _check_classes(arch, extra, load_splits(data, two_groups=True), data, checkpoint)
+    splits = load_splits(data, two_groups=True)
+    notes = _check_classes(arch, extra, splits, data, checkpoint)
 
     rd = RunDir(out)
     config = {"kind": "audit", "checkpoint": str(checkpoint.resolve()), "data": asdict(data), "arch": dict(arch),
               # in settings, so `equiprune report` tells audits of different checkpoints apart
-              "settings": {"checkpoint_sha256": file_sha256(checkpoint), "image_size": data.image_size}}
+              "settings": {"checkpoint_sha256": file_sha256(checkpoint), "image_size": data.image_size,
+                           "format": "state_dict" if plain is not None else "equiprune"}}
     rd.check_or_write_config(config, keys=["kind", "data", "arch", "settings"])
-    on_main(atomic_write, rd.model_path, lambda tmp: shutil.copyfile(checkpoint, tmp))
+    if plain is not None:
+        save_run_model(rd, model, arch, {"classes": [str(c) for c in splits.classes],
+                                         "group_names": list(splits.group_names)})
+    else:
+        on_main(atomic_write, rd.model_path, lambda tmp: shutil.copyfile(checkpoint, tmp))
     for note in notes:
         rd.log(f"note: {note}")
     return rd

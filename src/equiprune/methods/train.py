@@ -1,7 +1,7 @@
 """The `train` verb: data settings + architecture → trained baseline run folder."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +10,36 @@ from torch import nn
 from ..data import DataConfig, DataSplits, load_splits
 from ..engine import FitResult, RunDir, TrainConfig, evaluate, fit
 from ..models import build_model
+from ..models.weights import WeightsError, imagenet_preprocessing, load_pretrained, resolve_weights
 from .runs import save_run_model
 
 
 @dataclass
 class ModelConfig:
-    """Which architecture to build (arguments of `build_model` besides num_classes)."""
+    """Which architecture to build (arguments of `build_model` besides num_classes) and its start.
+
+    `weights`: ``"none"`` (random initialisation), ``"imagenet"`` (torchvision's
+    ImageNet-1k weights, width 1.0 only) or the path of a torchvision-format
+    state dict. With ``"imagenet"`` and `weights_preprocessing`, the data's
+    input size and resize ratio become the weights' own (224 px from 256);
+    set it False to keep the DataConfig's (the CLI does when --image-size is given).
+    """
 
     name: str = "vgg11"
     width: float = 0.25
+    weights: str = "none"
+    weights_preprocessing: bool = True
+
+
+def with_weights_preprocessing(data: DataConfig, model: str) -> DataConfig:
+    """`data` fed as `model`'s ImageNet weights expect: their crop size, resize ratio and mean/std."""
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    prep = imagenet_preprocessing(model)
+    if not data.normalize or (prep.mean, prep.std) != (IMAGENET_MEAN, IMAGENET_STD):
+        raise WeightsError(f"the ImageNet weights of {model} expect mean {prep.mean} / std {prep.std}; "
+                           "the data pipeline normalises with ImageNet's only (DataConfig.normalize=True).")
+    return replace(data, image_size=prep.image_size, resize_factor=prep.resize_factor)
 
 
 @dataclass
@@ -34,7 +55,8 @@ class TrainRunResult:
 
 def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir: str | Path | None = None,
                 arch: dict[str, Any] | None = None, data_config: DataConfig | None = None,
-                plugin: Any = None, method: dict[str, Any] | None = None) -> TrainRunResult:
+                plugin: Any = None, method: dict[str, Any] | None = None,
+                weights: dict[str, Any] | None = None) -> TrainRunResult:
     """Train `model` and write a run folder (config.json, metrics.json, model.pt, log.txt).
 
     Calling it again on the same folder resumes an interrupted run; a finished
@@ -42,14 +64,16 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
     `TrainPlugin`, `train --method`) changes the training; `method` (its
     name and settings) is recorded in config.json, and what the plugin's
     `finish` returns becomes the `mitigation` section of metrics.json.
+    `weights` (what the model started from, see `load_pretrained`) is
+    recorded in config.json.
     """
     cfg.validate()   # before the folder exists, so a mistyped option leaves nothing a corrected command refuses
     rd = RunDir(run_dir) if run_dir is not None else None
     if rd is not None and rd.model_path.exists() and (rd.path / RunDir.METRICS).exists() \
             and "test" in rd.read_metrics():
         rd.check_or_write_config({"kind": "train", "data": asdict(data_config) if data_config else None,
-                                  "arch": arch, "train": asdict(cfg), "method": method},
-                                 keys=["kind", "data", "arch", "train", "method"])
+                                  "arch": arch, "train": asdict(cfg), "method": method, "weights": weights},
+                                 keys=["kind", "data", "arch", "train", "method", "weights"])
         from ..models import load_checkpoint
         model, _, _ = load_checkpoint(rd.model_path)
         rd.log("this run has already finished; nothing to do", echo=cfg.progress)
@@ -60,8 +84,8 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
         rd.check_or_write_config({
             "kind": "train", "data": asdict(data_config) if data_config else None, "arch": arch,
             "train": asdict(cfg), "classes": list(splits.classes), "group_names": list(splits.group_names),
-            "method": method,
-        }, keys=["kind", "data", "arch", "train", "method"])
+            "method": method, **({"weights": weights} if weights else {}),
+        }, keys=["kind", "data", "arch", "train", "method", "weights"])
     result = fit(model, splits, cfg, run_dir=rd, plugin=plugin)
     extra: dict[str, Any] = {"classes": list(splits.classes), "group_names": list(splits.group_names)}
     if plugin is not None and hasattr(plugin, "finish"):
@@ -90,11 +114,24 @@ def record_trained_model(rd: RunDir | None, model: nn.Module, splits: DataSplits
 
 def train_from_config(data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig,
                       run_dir: str | Path | None = None) -> TrainRunResult:
-    """Build data and model from settings, then `train_model` (what `equiprune train` calls)."""
+    """Build data and model from settings, then `train_model` (what `equiprune train` calls).
+
+    The weights are resolved before the data is loaded, so a missing file or an
+    offline ImageNet download fails at once and leaves no run folder.
+    """
+    state, source = resolve_weights(model_cfg.weights, model_cfg.name, model_cfg.width)
+    if model_cfg.weights == "imagenet" and model_cfg.weights_preprocessing:
+        data = with_weights_preprocessing(data, model_cfg.name)
     splits = load_splits(data, two_groups=True)
     arch = {"name": model_cfg.name, "num_classes": splits.num_classes, "width": model_cfg.width,
             "image_size": data.image_size}
     import torch
     torch.manual_seed(cfg.seed)  # the initial weights belong to the seed too
     model = build_model(**arch)
-    return train_model(model, splits, cfg, run_dir=run_dir, arch=arch, data_config=data)
+    weights = None
+    if state is not None:
+        weights = load_pretrained(model, state, source).to_dict()
+        if model_cfg.weights != "imagenet":
+            from ..data.cache import file_sha256
+            weights["sha256"] = file_sha256(Path(model_cfg.weights))
+    return train_model(model, splits, cfg, run_dir=run_dir, arch=arch, data_config=data, weights=weights)

@@ -6,6 +6,7 @@ from .groups import (DomainHeads, GroupBatchNorm2d, GroupInputError, GroupOffset
                      replace_module, takes_group)
 from .zoo import (DEFAULT_IMAGE_SIZE, MODEL_NAMES, ModelError, build_model, conv_layer_names, example_input,
                   get_module, input_size, last_conv_name)
+from .weights import WeightsError, head_name, load_pretrained, read_state_dict
 
 __all__ = [
     "DomainHeads", "GroupBatchNorm2d", "GroupInputError", "GroupOffsetLinear", "feed_groups", "final_linear_name", "replace_module",
@@ -14,5 +15,5 @@ __all__ = [
     "count_macs_params",
     "example_input", "get_module", "input_size", "last_conv_name", "load_checkpoint", "load_state_into",
     "measure_latency", "model_cost", "model_structure", "register_module_type", "save_checkpoint",
-    "serialized_size",
+    "serialized_size", "WeightsError", "head_name", "load_pretrained", "read_state_dict",
 ]

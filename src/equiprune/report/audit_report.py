@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..data import DataConfig
 from ..methods.audit import AuditConfig, AuditResult, audit_run
-from ..methods.checkpoint_audit import checkpoint_run
+from ..methods.checkpoint_audit import StateDictArch, checkpoint_run
 from .html import write_run_report
 
 
@@ -20,7 +20,8 @@ def audit_and_report(run_path: str | Path, cfg: AuditConfig | None = None,
 
 def audit_checkpoint_and_report(checkpoint: str | Path, data: DataConfig, out: str | Path,
                                 cfg: AuditConfig | None = None, image_size: int | None = None,
-                                baseline_run: str | Path | None = None) -> AuditResult:
+                                baseline_run: str | Path | None = None, plain: StateDictArch | None = None
+                                ) -> AuditResult:
     """`equiprune audit --checkpoint`: make `out` the checkpoint's run folder (see `checkpoint_run`), audit it."""
-    rd = checkpoint_run(checkpoint, data, out, image_size=image_size)
+    rd = checkpoint_run(checkpoint, data, out, image_size=image_size, plain=plain)
     return audit_and_report(rd.path, cfg, baseline_run=baseline_run)
