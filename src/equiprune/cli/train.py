@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train only the classifier head for the first N epochs (default 0)")
     m.add_argument("--head-lr", type=float, default=None,
                    help="learning rate of the classifier head (default: --lr)")
+    m.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward (a GPU speed-up for long runs; slow to start)")
     m.add_argument("--recipe", default=None, metavar="NAME",
                    help="a paper's settings as defaults (" + ", ".join(RECIPES) + "); any option given "
                         "explicitly wins. docs/RECIPES.md cites every value")
@@ -92,7 +94,7 @@ def _resolve(args: argparse.Namespace):
     cfg = train_config_from_args(args, seed=args.seed, device=args.device, progress=not args.quiet)
     extra = {f.name: resolved[f.name][0] for f in fields(TrainConfig)
              if f.name in resolved and f.name not in defaults}
-    cfg = replace(cfg, freeze_epochs=args.freeze_epochs, head_lr=args.head_lr, **extra)
+    cfg = replace(cfg, freeze_epochs=args.freeze_epochs, head_lr=args.head_lr, compile=args.compile, **extra)
     # An explicit or recipe input size wins over the ImageNet weights' own preprocessing.
     size_set = resolved.get("image_size", (None, "default"))[1] != "default"
     model = ModelConfig(name=args.model, width=args.width, weights=args.weights, weights_preprocessing=not size_set)

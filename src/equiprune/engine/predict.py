@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 from ..models.groups import feed_groups
 from .distributed import gather_concat, is_distributed, progress_enabled, unwrap_model
-from .runtime import make_loader, nhwc_inference, resolve_device, to_layout
+from .runtime import autocast, loader_workers, make_loader, nhwc_inference, resolve_device, to_layout
 
 
 @dataclass
@@ -32,8 +32,12 @@ class Predictions:
                 "probs": self.probs, "index": self.index}
 
 
-def _as_loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
-    return data if isinstance(data, DataLoader) else make_loader(data, batch_size, shuffle=False)
+def _as_loader(data: Dataset | DataLoader, batch_size: int, device: torch.device | None = None) -> DataLoader:
+    """`data` as an ordered loader (with worker processes on CUDA, `loader_workers`)."""
+    if isinstance(data, DataLoader):
+        return data
+    workers = loader_workers(device, None) if device is not None else 0
+    return make_loader(data, batch_size, shuffle=False, num_workers=workers)
 
 
 def _sharded_loader(data: Dataset | DataLoader, batch_size: int) -> tuple[DataLoader, np.ndarray] | None:
@@ -64,7 +68,7 @@ def _sharded_loader(data: Dataset | DataLoader, batch_size: int) -> tuple[DataLo
 @torch.inference_mode()
 def predict(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256,
             device: str | torch.device | None = None, progress: bool = False,
-            distributed: bool | None = None) -> Predictions:
+            distributed: bool | None = None, amp: bool = True) -> Predictions:
     """Run `model` over `data` (items `(image, label, group, index)`) in order.
 
     Under torchrun (unless `distributed` is False) each rank predicts its
@@ -72,21 +76,24 @@ def predict(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256,
     every rank returns exactly the dataset, in order, as one process would.
     This makes it a collective call: every rank must call it. Pass
     ``distributed=False`` to run the whole dataset on this rank alone.
+    On CUDA the forward runs in mixed precision unless `amp` is False
+    (`runtime.autocast`); probabilities are computed in float32.
     """
     from tqdm.auto import tqdm
 
     model = unwrap_model(model)
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     shard = _sharded_loader(data, batch_size) if distributed is not False and is_distributed() else None
-    loader = shard[0] if shard is not None else _as_loader(data, batch_size)
+    loader = shard[0] if shard is not None else _as_loader(data, batch_size, dev)
     was_training = model.training
     model.eval()
     ys, gs, idx, probs = [], [], [], []
     with nhwc_inference(model) as layout:
         for x, y, g, i in tqdm(loader, desc="predict", disable=not progress_enabled(progress), leave=False):
             x = to_layout(x.to(dev, non_blocking=True), layout)
-            with feed_groups(model, g.to(dev)):  # group-conditioned models (FairAdaBN, post-processing)
-                probs.append(torch.softmax(model(x).float(), dim=1).cpu())
+            with feed_groups(model, g.to(dev)), autocast(dev, amp):  # group-conditioned models (FairAdaBN, ...)
+                logits = model(x)
+            probs.append(torch.softmax(logits.float(), dim=1).cpu())
             ys.append(y), gs.append(g), idx.append(i)
     model.train(was_training)
     p = torch.cat(probs).numpy()
@@ -106,13 +113,14 @@ class _StopForward(Exception):
 
 @torch.inference_mode()
 def extract_features(model: nn.Module, layer: str, loader: DataLoader,
-                     device: str | torch.device | None = None
+                     device: str | torch.device | None = None, amp: bool = True
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield `(features, labels, groups)` per batch: the output of module `layer`.
 
     The forward pass is cut right after `layer` (the rest of the network is not
     run), and nothing is kept across batches, so memory does not grow with the
-    dataset. Features stay on the model's device.
+    dataset. Features stay on the model's device; on CUDA they are computed
+    in mixed precision unless `amp` is False (consumers cast them up).
     """
     model = unwrap_model(model)
     module = model.get_submodule(layer)
@@ -132,7 +140,8 @@ def extract_features(model: nn.Module, layer: str, loader: DataLoader,
                 x, y, g = batch[0], batch[1], batch[2]
                 captured.clear()
                 try:
-                    model(to_layout(x.to(dev, non_blocking=True), layout))
+                    with autocast(dev, amp):
+                        model(to_layout(x.to(dev, non_blocking=True), layout))
                 except _StopForward:
                     pass
                 if not captured:

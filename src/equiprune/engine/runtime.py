@@ -1,8 +1,9 @@
 """Seeds, devices and loaders."""
 from __future__ import annotations
 
+import os
 import random
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import numpy as np
@@ -34,6 +35,38 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "cuda" and dev.index is None and is_distributed():
         return torch.device("cuda", get_local_rank())
     return dev
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type on `device`: bfloat16 where the GPU supports it, else float16; None off CUDA.
+
+    bfloat16 has float32's range, so it needs no gradient scaling; float16
+    (older GPUs) does, which `fit` adds (`torch.amp.GradScaler`).
+    """
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """`torch.autocast` with `amp_dtype` on CUDA; a no-op elsewhere (CPU autocast is slower for these models)."""
+    dtype = amp_dtype(device)
+    if not enabled or dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def loader_workers(device: torch.device, requested: int | None) -> int:
+    """DataLoader worker processes: `requested` when given (>= 0); else up to 8 on CUDA, none on CPU.
+
+    On CPU the two or so cores are better spent on the model; a GPU starves
+    without parallel decoding and augmentation.
+    """
+    if requested is not None and requested >= 0:
+        return int(requested)
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def class_balanced_weights(labels: np.ndarray) -> np.ndarray:

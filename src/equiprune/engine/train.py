@@ -18,7 +18,8 @@ from .distributed import (DistributedWeightedSampler, all_gather_objects, all_re
                           wrap_model)
 from .predict import Predictions, predict
 from .rundir import RunDir
-from .runtime import class_balanced_weights, make_loader, resolve_device, set_seed
+from .runtime import (amp_dtype, autocast, class_balanced_weights, loader_workers, make_loader, resolve_device,
+                      set_seed)
 
 
 @dataclass
@@ -41,9 +42,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "auto"
-    amp: bool = True                # mixed precision, used on CUDA only
+    amp: bool = True                # mixed precision (bf16, else fp16 + grad scaler), used on CUDA only
     channels_last: bool = True      # NHWC memory layout: ~25% faster convolutions on CPU (oneDNN)
-    num_workers: int = 0
+    num_workers: int = -1           # DataLoader workers; -1 = auto (up to 8 on CUDA, 0 on CPU)
+    compile: bool = False           # torch.compile the training forward (worth it on GPUs, long runs)
     progress: bool = True
     freeze_epochs: int = 0          # train only the head (last Linear) for this many first epochs
     head_lr: float | None = None    # learning rate of the head; None = lr
@@ -207,7 +209,7 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
                                          replacement=True, generator=gen) if weights is not None else None)
         per_rank = len(train_set)
     loader = make_loader(train_set, cfg.batch_size, shuffle=True, drop_last=per_rank > cfg.batch_size,
-                         generator=gen, sampler=sampler, num_workers=cfg.num_workers)
+                         generator=gen, sampler=sampler, num_workers=loader_workers(device, cfg.num_workers))
     plugin.setup(model, device)
     trainable = (list(params) if params is not None else list(model.parameters())) + list(plugin.parameters())
     if cfg.freeze_epochs and distributed:
@@ -215,8 +217,9 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
                          "train mid-run); run the frozen epochs in one process, or leave freeze_epochs at 0.")
     opt, backbone = _optimizer(trainable, cfg, model)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    use_amp = cfg.amp and amp_dtype(device) is not None
+    # bf16 keeps float32's range; only fp16 needs its gradients scaled.
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype(device) == torch.float16)
 
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
@@ -251,6 +254,8 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
         outside = [p for p in trainable if p.requires_grad and id(p) not in in_model]
         # With a parameter subset (or a method that uses part of the model), some parameters may get no gradient.
         net = wrap_model(model, device, find_unused_parameters=params is not None or type(plugin) is not LossFnPlugin)
+    if cfg.compile:
+        net = torch.compile(net)  # the weights stay `model`'s: checkpoints keep torchvision's key names
 
     for epoch in range(start, cfg.epochs):
         for g, lr in zip(opt.param_groups, base_lrs):
@@ -268,7 +273,7 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
             x, y, grp = x.to(device, non_blocking=True), y.to(device, non_blocking=True), grp.to(device)
             if x.dim() == 4:
                 x = x.contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, enabled=use_amp):
+            with autocast(device, use_amp):
                 loss, logits = plugin.loss(net, x, y, grp)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

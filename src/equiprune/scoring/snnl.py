@@ -56,6 +56,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from equiprune.engine import extract_features
+from equiprune.engine.runtime import loader_workers
 from equiprune.engine.distributed import (all_reduce_max, all_reduce_sum, is_distributed, progress_enabled,
                                           round_robin_batches, unwrap_model)
 
@@ -313,7 +314,8 @@ def _stream_scores(model: nn.Module, layer: str, dataset: Dataset, variant: Vari
     device = torch.device(device)
     # Exactly the batches of DataLoader(batch_size, shuffle=False, drop_last); one process takes them all.
     batches_here = round_robin_batches(n, batch_size, drop_last=drop_last)
-    loader = DataLoader(dataset, batch_sampler=batches_here, pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset, batch_sampler=batches_here, pin_memory=device.type == "cuda",
+                        num_workers=loader_workers(device, None))
     was_training = model.training
     model.eval()
     total: Tensor | None = None  # [1 + null_draws, K]
