@@ -144,7 +144,8 @@ def main() -> None:
                                     synthderm=SynthDermConfig(n=n_images)))
     models = [bench_model(m, splits, device, batch, steps, n_eval, forward_only=m.startswith("vit"))
               for m in args.models.split(",")]
-    cmd = "python benchmarks/bench_scale.py " + ("--quick" if args.quick else f"--device {args.device}")
+    cmd = " ".join(["python benchmarks/bench_scale.py", "--quick" if args.quick else f"--device {args.device}",
+                    *(f"--{k} {getattr(args, k)}" for k in ("batch", "steps") if getattr(args, k))])
     result = {"device": str(device), "date": dt.date.today().isoformat(),
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"
                          + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),

@@ -127,9 +127,10 @@ def test_imagenet_file_in_hub_cache_is_used_offline(offline_hub, tmp_path):
 
 
 def test_print_config_shows_the_weights_preprocessing(capsys):
-    assert main(["train", "--model", "vgg11", "--width", "1", "--weights", "imagenet", "--print-config"]) == 0
+    assert main(["train", "--model", "vgg11", "--weights", "imagenet", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "image_size       224             the ImageNet weights' preprocessing" in out
+    assert "width            1               torchvision's size" in out  # not the CPU default 0.25
 
 
 def test_freeze_epochs_train_only_the_head(tiny_splits):
@@ -186,6 +187,10 @@ def test_user_state_dict_through_train_audit_prune_and_plain_audit(arch, wrap, t
     assert run.arch["num_classes"] == trained.state_dict()[f"{head}.weight"].shape[0] and run.extra["classes"]
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in run.model.state_dict().items())
     assert json.loads((plain / "config.json").read_text())["settings"]["format"] == "state_dict"
+    if arch == "resnet18":  # the audit folder is a run like any other: prune it
+        assert main(["prune", "scp", "--run", str(plain), "--out", str(tmp_path / "plain-scp"), "--max-iters", "1",
+                     "--null-draws", "0", "--finetune-epochs", "1", "--quiet", "--device", "cpu"]) == 0
+        assert open_run(tmp_path / "plain-scp").config["parent"] == str(plain.resolve())
 
 
 def test_plain_audit_errors_are_clear(runs, tmp_path, capsys):

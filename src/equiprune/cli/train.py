@@ -34,14 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=list(MODEL_NAMES), default="vgg11", help="architecture (default vgg11)")
     m.add_argument("--width", type=float, default=0.25,
-                   help="channel-width multiplier; 1.0 = torchvision's size, 0.25 suits CPUs (default 0.25)")
+                   help="channel-width multiplier; 1.0 = torchvision's size, 0.25 suits CPUs (default 0.25; "
+                        "1.0 with --weights)")
     m.add_argument("--weights", default=None, metavar="none|imagenet|PATH",
                    help="start from random weights (none, the default), torchvision's ImageNet weights (imagenet: "
                         "width 1.0, the weights' resize/crop/normalisation unless --image-size is given; the head "
                         "is replaced for the dataset's classes) or a torchvision-format state dict file (PATH)")
-    m.add_argument("--freeze-epochs", type=count_arg(0), default=0,
+    m.add_argument("--freeze-epochs", type=count_arg(0), default=0, metavar="N",
                    help="train only the classifier head for the first N epochs (default 0)")
-    m.add_argument("--head-lr", type=float, default=None,
+    m.add_argument("--head-lr", type=float, default=None, metavar="LR",
                    help="learning rate of the classifier head (default: --lr)")
     m.add_argument("--compile", action="store_true",
                    help="torch.compile the training forward (a GPU speed-up for long runs; slow to start)")
@@ -86,6 +87,8 @@ def _resolve(args: argparse.Namespace):
     defaults = dict(args.recipe_defaults)
     given = {k: getattr(args, k) for k in defaults}
     resolved = resolve_settings(recipe, given, defaults)
+    if resolved["width"][1] == "default" and resolved["weights"][0] not in (None, "none"):
+        resolved["width"] = (1.0, "torchvision's size, as --weights is given")
     for key, (value, _) in resolved.items():
         if key in defaults:
             setattr(args, key, value)
