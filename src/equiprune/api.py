@@ -156,7 +156,8 @@ def cluster(job: str, source, out: str | Path, **kwargs):
     from .engine import on_main
     from .report.cluster_report import write_cluster_report
     jobs = {"fit": folders.fit_to_folder, "metrics": folders.score_to_folder,
-            "attack": folders.attack_to_folder, "antidote": folders.antidote_to_folder}
+            "attack": folders.attack_to_folder, "antidote": folders.antidote_to_folder,
+            "attack-spillover": folders.spillover_to_folder, "summarize": folders.summarize_to_folder}
     if job not in jobs:
         raise ValueError(f"unknown cluster job {job!r}; choose from {', '.join(jobs)}")
     result = jobs[job](source, out=out, **kwargs)
@@ -164,6 +165,12 @@ def cluster(job: str, source, out: str | Path, **kwargs):
     return result
 
 
-__all__ = ["DemoConfig", "DemoResult", "audit", "cluster", "audit_checkpoint", "demo", "influence", "influence_apps", "mitigate", "prune_scp", "report", "reprogram", "train", "trim"]
+def summarize(source, k: int, out: str | Path, seed: int = 0):
+    """`equiprune summarize`: k representative items with the groups in proportion (thesis §3.2), report.html."""
+    return cluster("summarize", source, out, k=k, seed=seed)
+
+
+__all__ = ["DemoConfig", "DemoResult", "audit", "cluster", "audit_checkpoint", "demo", "influence", "influence_apps",
+           "mitigate", "prune_scp", "report", "reprogram", "summarize", "train", "trim"]
 
 

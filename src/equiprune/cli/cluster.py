@@ -12,6 +12,7 @@ jobs:
   metrics   score a clustering you made elsewhere (a column of the feature table)
   attack    the group-flip attack (thesis §4.1): an attacker who controls some group memberships
             makes the other samples' clusters unfair; RACOS (zoopt) against random flips, KS test
+  attack-spillover  move one point within undetectable bounds so that others change cluster (thesis §2.2)
   antidote  add a few points so that vanilla k-means / spectral clustering becomes fairer (thesis §3.1)
 
 examples:
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fair clustering, its attacks and defenses (thesis §3.1, §4.1) on a feature "
                                    "table or a run's penultimate features.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job", choices=["fit", "metrics", "attack", "antidote"])
+    p.add_argument("job", choices=["fit", "metrics", "attack", "attack-spillover", "antidote"])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--features", metavar="TABLE", help="a feature table (.csv or .npz)")
     src.add_argument("--run", metavar="RUN_DIR", help="a run folder: penultimate features of its model")
@@ -57,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     a.add_argument("--budget", type=int, default=20, help="RACOS objective evaluations (thesis: 10-50)")
     a.add_argument("--objective", choices=["balance", "entropy"], default="balance")
+    sp = p.add_argument_group("attack-spillover")
+    sp.add_argument("--method", choices=["ward", "kmeans"], default="ward", help="the clustering attacked (2 clusters)")
+    sp.add_argument("--spillover-budget", type=int, default=60, help="objective evaluations (default 60)")
     d = p.add_argument_group("antidote")
     d.add_argument("--clustering", choices=["kmeans", "spectral"], default="kmeans")
     d.add_argument("--cost", choices=["balance", "social"], default="balance")
@@ -95,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
                             budget=args.budget, objective=args.objective, progress=not args.quiet)
         mean = frame.groupby(["fraction", "setting"])["balance"].mean().unstack()
         print(mean.round(3).to_string())
+    elif args.job == "attack-spillover":
+        s = api.cluster("attack-spillover", source, args.out, method=args.method, budget=args.spillover_budget,
+                        seed=args.seed)
+        print(f"target row {s['target']}: {s['misclustered']} other points changed cluster; its COMD depth "
+              f"{s['target_depth']:.3f} (quantile {s['depth_quantile']:.3f} of the data's)")
     else:
         s = api.cluster("antidote", source, args.out,
                         cfg=AntidoteConfig(clustering=args.clustering, cost=args.cost, k=args.k,

@@ -199,3 +199,37 @@ def antidote_to_folder(source: PointSource, cfg: AntidoteConfig, out: str | Path
     np.save(rd.file("antidote.npy"), res.V)
     rd.set_section("cluster_antidote", summary)
     return summary
+
+
+def spillover_to_folder(source: PointSource, out: str | Path, method: str = "ward", budget: int = 60,
+                        seed: int = 0) -> dict[str, Any]:
+    """The spill-over attack (thesis §2.2) on the points: who changes cluster when one point moves."""
+    from .spillover import spillover_attack
+    rd = _open(out, "cluster-spillover", source, {"method": method, "budget": budget, "seed": seed})
+    pts = source.load()
+    r = spillover_attack(pts.X, method, budget, seed)
+    summary = {"method": method, "target": r.target, "spilled": r.spilled.tolist(), "misclustered": int(len(r.spilled)),
+               "objective": r.delta, "target_depth": r.target_depth, "depth_quantile": r.depth_quantile,
+               "evaluations": r.evaluations, "source": pts.source, "n": int(len(pts.X))}
+    rd.set_section("cluster_spillover", summary)
+    return summary
+
+
+def summarize_to_folder(source: PointSource, k: int, out: str | Path, seed: int = 0) -> dict[str, Any]:
+    """A review set of k items with the groups in proportion (`equiprune summarize`), against random and FVS-LP."""
+    from .summarize import fvs_lp, representative_subset, sumbal
+    rd = _open(out, "summarize", source, {"k": k, "seed": seed})
+    pts = source.load()
+    H = np.stack([(pts.groups == v).astype(float) for v in np.unique(pts.groups)], axis=1)
+    chosen = representative_subset(pts.X, pts.groups, k, seed)
+    rows = {"equiprune (proportional, central)": chosen, "FVS-LP": fvs_lp(H, k),
+            "random": np.sort(np.random.default_rng(seed).choice(len(pts.X), k, replace=False))}
+    table = []
+    for name, sel in rows.items():
+        value, who = sumbal(sel, H, pts.group_names)
+        table.append({"method": name, "items": int(len(sel)), "sumbal": value, "violating group": who or "-"})
+    ids = pd.DataFrame({"row": chosen, "group": np.asarray(pts.group_names)[pts.groups[chosen]]})
+    _write_csv(rd, "summary.csv", ids)
+    summary = {"k": k, "table": table, "source": pts.source, "n": int(len(pts.X))}
+    rd.set_section("summarize", summary)
+    return summary

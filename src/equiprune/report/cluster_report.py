@@ -77,5 +77,23 @@ def write_cluster_report(run_path: str | Path) -> Path:
                                 f"{sec['n']} real points from {sec['source']}. Costs are measured on the real points "
                                 "only; lower is fairer. Success = a cost below alpha (the vanilla clustering's).",
                                 html=frame_to_html(df), markdown=frame_to_markdown(df)))
+    if "cluster_spillover" in m:
+        sec = m["cluster_spillover"]
+        title = "Spill-over poisoning of a clustering"
+        df = pd.DataFrame([{k: sec[k] for k in ("method", "target", "misclustered", "objective", "target_depth",
+                                                "depth_quantile", "evaluations")}])
+        sections.append(Section("Result (Table 2.1's columns)",
+                                f"One point (the target, row {sec['target']}) moved within COMD-depth bounds; "
+                                f"{sec['misclustered']} other points of {sec['n']} changed cluster when the data were "
+                                "clustered again. target_depth is the moved point's COMD depth, depth_quantile its "
+                                "quantile among the data's depths (the rule keeps it above 0.1).",
+                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
+    if "summarize" in m:
+        sec = m["summarize"]
+        title = f"A review set of {sec['k']} items with the groups in proportion"
+        df = pd.DataFrame(sec["table"])
+        sections.append(Section("SumBal of the chosen set (1 = every group in the same share as in the whole)",
+                                f"{sec['n']} items from {sec['source']}. The chosen rows are in summary.csv.",
+                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
     html_path, _ = write_page(run_path, "report", title, sections, subtitle=str(run_path))
     return html_path
