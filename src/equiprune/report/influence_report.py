@@ -195,3 +195,28 @@ def write_apps_report(run_path: str | Path) -> Path:
     html_path, _ = write_page(run_path, "report", f"Trimming as a defense: {sec['scenario']} on {sec['data']}",
                               sections, subtitle=str(run_path))
     return html_path
+
+
+def toy_png(table, removed_rows, heads: Mapping[str, Any], title: str) -> bytes:
+    """The thesis toy (Fig. 4.7's form): training points by class and group, removed points, boundaries."""
+    fig = Figure(figsize=(5.2, 4.0))
+    ax = fig.add_subplot()
+    tr = table.mask("train")
+    X, y, g = table.X, table.y, table.g
+    for cls, colour in ((0, "#E69F00"), (1, "#0072B2")):
+        for grp, marker in ((0, "o"), (1, "x")):
+            m = tr & (y == cls) & (g == grp)
+            ax.scatter(X[m, 0], X[m, 1], s=14, marker=marker, color=colour, alpha=0.7,
+                       label=f"class {table.classes[cls]}, {table.group_names[grp]}")
+    ax.scatter(X[removed_rows, 0], X[removed_rows, 1], s=80, facecolors="none", edgecolors="#D55E00", lw=1.4,
+               label="trimmed")
+    xs = np.linspace(X[:, 0].min(), X[:, 0].max(), 50)
+    for (name, head), style in zip(heads.items(), ("-", "--")):
+        w = head.W[1] - head.W[0]                      # boundary of the standardised head, mapped back
+        a, b = w[:2] / head.scale, w[2] - (w[:2] * head.mean / head.scale).sum()
+        if abs(a[1]) > 1e-12:
+            ax.plot(xs, -(a[0] * xs + b) / a[1], style, color=NEUTRAL, lw=1, label=f"boundary {name}")
+    ax.set_ylim(X[:, 1].min() - 0.5, X[:, 1].max() + 0.5)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+    return figure_png(fig)
