@@ -117,3 +117,12 @@ def test_cli_fit_attack_and_bad_input(tmp_path, capsys):
         assert msg in capsys.readouterr().err
     assert main(["cluster", "fit", "--features", str(tmp_path / "t.csv"), "--k", "500", "--out", str(tmp_path / "k")]) == 2
     assert "larger than the number of points" in capsys.readouterr().err
+
+
+def test_cluster_a_runs_penultimate_features(runs, tmp_path, capsys):
+    from equiprune.cli import main
+    assert main(["cluster", "fit", "--run", str(runs["base"]), "--split", "test", "--k", "3",
+                 "--algorithms", "kmeans,sfd", "--out", str(tmp_path / "c")]) == 0
+    clusters = pd.read_csv(tmp_path / "c" / "clusters.csv")
+    assert set(clusters.columns) >= {"group", "kmeans", "sfd"} and clusters["sfd"].nunique() <= 3
+    assert "sfd" in capsys.readouterr().out
