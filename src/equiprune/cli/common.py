@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..engine import TrainConfig
+from ..engine.selection import SELECT_ON
 
 
 def count_arg(minimum: int):
@@ -37,9 +38,9 @@ def add_train_args(parser: argparse.ArgumentParser, epochs: int, prefix: str = "
     g.add_argument(f"{p}weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
     g.add_argument(f"{p}balanced-sampler", action="store_true",
                    help="draw items with weight 1/class size, as the papers' code does")
-    g.add_argument(f"{p}select-on", choices=["val_f1", "val_acc", "last"], default=d.select_on,
-                   help=f"keep the epoch with the best validation macro-F1, accuracy, or the last "
-                        f"(default {d.select_on})")
+    g.add_argument(f"{p}select-on", choices=list(SELECT_ON), default=d.select_on,
+                   help=f"keep the epoch with the best validation macro-F1, accuracy, worst-group accuracy or "
+                        f"worst-group AUC (MEDFAIR's minimax selection), or the last (default {d.select_on})")
 
 
 def train_config_from_args(args: argparse.Namespace, prefix: str = "", seed: int = 0,

@@ -13,7 +13,9 @@ examples:
   equiprune prune scp --run runs/fairprune --out runs/scp-fairprune     # SCP on top of FairPrune
   equiprune prune scp --run runs/base --scorer random --out runs/random # a control
 Each iteration scores the layer's channels, cuts the lowest, fine-tunes and
-validates; the model kept is the iteration with the best validation FATE.
+validates; the model kept is the iteration with the best validation FATE
+(--select-on val_worst_group_acc / val_worst_group_auc: the best worst
+group, MEDFAIR's minimax selection).
 Stopping the command and running it again resumes where it stopped.
 """
 
@@ -35,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop once an iteration improves the gap by less than this (default 0.0)")
     g.add_argument("--fair-metric", choices=["eodd", "eopp0", "eopp1"], default="eodd",
                    help="the gap for stopping and FATE (default eodd)")
+    g.add_argument("--select-on", choices=["val_fate", "val_worst_group_acc", "val_worst_group_auc"],
+                   default="val_fate", help="keep the iteration with the best validation FATE (default) or, as "
+                                            "MEDFAIR selects, the best worst-group accuracy or AUC")
     add_variant_arg(g)
     g.add_argument("--scorer", choices=["snnl", "random", "l1", "none"], default="snnl",
                    help="snnl (SCP), or a control: random, l1 (magnitude), none (fine-tune only)")
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SCPConfig(layer=args.layer, ratio=args.ratio, n=args.n, max_iters=args.max_iters, th_acc=args.th_acc,
                     th_fair=args.th_fair, fair_metric=args.fair_metric, surgery=args.surgery, finetune=ft,
                     seed=args.seed, progress=not args.quiet, scorer=args.scorer, variant=args.variant,
-                    null_draws=args.null_draws)
+                    null_draws=args.null_draws, select_on=args.select_on)
     result = scp_from_run(args.run, cfg, args.out)
     from ..report.prune_plots import save_prune_plots
     save_prune_plots(args.out)

@@ -20,6 +20,7 @@ from .predict import Predictions, predict
 from .rundir import RunDir
 from .runtime import (amp_dtype, autocast, class_balanced_weights, loader_workers, make_loader, resolve_device,
                       set_seed)
+from .selection import SELECT_ON, WORST_GROUP_SELECT, undefined_selection_text, worst_group_record
 
 
 @dataclass
@@ -38,7 +39,7 @@ class TrainConfig:
     gamma: float = 0.1              # step schedule: decay factor
     warmup_epochs: int = 0
     balanced_sampler: bool = False  # the papers' class-balanced weighted sampler
-    select_on: str = "val_f1"       # val_f1 | val_acc | last
+    select_on: str = "val_f1"       # val_f1 | val_acc | val_worst_group_acc | val_worst_group_auc | last
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -55,8 +56,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "none"):
             raise ValueError(f"schedule must be cosine, step or none, got {self.schedule!r}")
-        if self.select_on not in ("val_f1", "val_acc", "last"):
-            raise ValueError(f"select_on must be val_f1, val_acc or last, got {self.select_on!r}")
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
         for name, value, ok, rule in (("epochs", self.epochs, self.epochs >= 0, ">= 0"),
                                       ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
                                       ("lr", self.lr, self.lr > 0, "> 0"),
@@ -305,9 +306,11 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
         if cfg.freeze_epochs:
             record["backbone_frozen"] = frozen
         if splits.val is not None and cfg.select_on != "last":
-            val, _ = evaluate(model, splits.val, device=device)
+            val, val_preds = evaluate(model, splits.val, device=device)
             record.update({"val_acc": val["acc"], "val_f1": val["f1"], "val_eodd": val["eodd"],
                            "val_eopp1": val["eopp1"]})
+            if cfg.select_on in WORST_GROUP_SELECT:  # MEDFAIR's minimax selection needs the probabilities
+                record.update(worst_group_record(val_preds))
             score = record[cfg.select_on]
         else:
             score = float(epoch)
@@ -330,6 +333,8 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
     _freeze_backbone(model, backbone, False)  # later verbs get a trainable model
     if best_state is not None:
         model.load_state_dict(best_state)
+    elif history and cfg.select_on != "last" and rd is not None:
+        rd.log(f"kept the last epoch: {undefined_selection_text(cfg.select_on)}")
     if cfg.channels_last:  # hand back the usual layout: pruning utilities .view() flat parameters
         model.to(memory_format=torch.contiguous_format)
     return FitResult(model=model, history=history, best_epoch=best_epoch, best_score=best_score,

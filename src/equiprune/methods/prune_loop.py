@@ -45,6 +45,7 @@ from torch import nn
 
 from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
 from ..engine.distributed import check_consistent, is_distributed, module_shapes, on_main
+from ..engine.selection import WORST_GROUP_SELECT, undefined_selection_text, worst_group_record
 from ..metrics import MetricsError, fate
 from ..models import example_input, input_size, last_conv_name, load_checkpoint, save_checkpoint
 from ..scoring import ChannelScorer, scorer_at
@@ -52,6 +53,8 @@ from ..surgery import apply_channel_mask, layer_out_channels, prune_channels
 
 FAIR_METRICS = ("eodd", "eopp0", "eopp1")
 SELECTIONS = ("best", "last")
+# What "best" maximises: validation FATE (the papers), or MEDFAIR's worst-group rules.
+LOOP_SELECT_ON = ("val_fate", *WORST_GROUP_SELECT)
 KEEPS_ZEROS = "unstructured_zeros"
 """Checkpoint `extra` flag: the model's exact zeros are pruned weights (unstructured pruning), so a later
 method's fine-tuning must keep them (`LoopConfig.keep_zeros`). Child runs inherit their parent's extra."""
@@ -79,6 +82,7 @@ class LoopConfig:
     seed: int = 0
     progress: bool = True
     select: str | None = None       # best (validation FATE) | last; None: the method's default ("best" here)
+    select_on: str = "val_fate"     # what "best" maximises: val_fate | val_worst_group_acc | val_worst_group_auc
 
     @property
     def selection(self) -> str:
@@ -98,6 +102,8 @@ class LoopConfig:
             raise ValueError(f"surgery must be 'remove' or 'mask', got {self.surgery!r}")
         if self.select not in (None, *SELECTIONS):
             raise ValueError(f"select must be 'last', 'best' or None, got {self.select!r}")
+        if self.select_on not in LOOP_SELECT_ON:
+            raise ValueError(f"select_on must be one of {', '.join(LOOP_SELECT_ON)}, got {self.select_on!r}")
 
 
 @dataclass
@@ -173,14 +179,22 @@ def pin_zero_weights(model: nn.Module) -> list[Any]:
     return handles
 
 
-def select_iteration(history: list[dict[str, Any]], rule: str = "best") -> int:
+def select_iteration(history: list[dict[str, Any]], rule: str = "best", select_on: str = "val_fate") -> int:
     """The iteration to keep: the best validation FATE among eligible ones (0 if none), or the last.
 
     Records of a cut before its fine-tuning (stage ``pruned``) are not candidates.
+    ``select_on`` other than ``val_fate`` keeps the eligible iteration with the
+    highest record value of that name (``val_worst_group_acc`` /
+    ``val_worst_group_auc``, MEDFAIR's minimax selection; iteration 0 competes
+    too); undefined values (NaN, or None from JSON) never win.
     """
     history = [r for r in history if r.get("stage") != "pruned"]
     if rule == "last":
         return int(history[-1]["iter"])
+    if select_on != "val_fate":
+        ok = [r for r in history if r["eligible"] and r.get(select_on) is not None
+              and not math.isnan(r[select_on])]
+        return int(max(ok, key=lambda r: (r[select_on], -r["iter"]))["iter"]) if ok else 0
     # NaN FATE (a zero gap at the start) comes back from JSON as None
     ok = [r for r in history if r["eligible"] and r["fate"] is not None and not math.isnan(r["fate"])]
     return int(max(ok, key=lambda r: (r["fate"], -r["iter"]))["iter"]) if ok else 0
@@ -356,8 +370,10 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, step: PruneSt
                                                            f"({last.get('stop') or 'not stopped'})"))
     else:
         fields = step.start(model)
-        start, _ = evaluate(model, splits.val)
+        start, start_preds = evaluate(model, splits.val)
         rec = {"iter": 0, **staged, **fields, "fate": 0.0, "eligible": True, "stop": None, **_val(start)}
+        if cfg.select_on in WORST_GROUP_SELECT:
+            rec.update(worst_group_record(start_preds))
         history.append(rec)
         if rd is not None:
             on_main(save_checkpoint, iter_dir(rd, 0) / "model.pt", model, arch)
@@ -389,11 +405,13 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, step: PruneSt
         if ft is not None:
             model = step.finetune(model, splits, ft, RunDir(iter_dir(rd, k)) if rd is not None else None)
         model, settled = step.settle(model, k)
-        val, _ = evaluate(model, splits.val)
+        val, val_preds = evaluate(model, splits.val)
         verdict = judge_iteration(val, start_val, finished[-1][f"val_{cfg.fair_metric}"], k, cfg)
         stop_reason, f = verdict["stop"] or "", verdict["fate"]
         rec = {"iter": k, **({"stage": "finetuned"} if staged else {}), **cut_fields, **settled, **verdict,
                **_val(val)}
+        if cfg.select_on in WORST_GROUP_SELECT:
+            rec.update(worst_group_record(val_preds))
         history.append(rec)
         finished.append(rec)
         if rd is not None:
@@ -407,7 +425,7 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, step: PruneSt
             f"val {cfg.fair_metric} {val[cfg.fair_metric]:.4f}, {fate_text(f, cfg, start_val)}"
             + (f" — stop: {stop_reason}" if stop_reason else ""))
 
-    best = select_iteration(finished, cfg.selection)
+    best = select_iteration(finished, cfg.selection, cfg.select_on)
     if rd is not None:
         best_model, _, _ = load_checkpoint(iter_dir(rd, best) / "model.pt")
     else:
@@ -416,6 +434,10 @@ def run_prune_loop(model: nn.Module, splits: Any, cfg: LoopConfig, step: PruneSt
     later = [r["fate"] for r in finished[1:]]
     if cfg.selection == "last":
         say(f"selected the last iteration, {best}")
+    elif cfg.select_on != "val_fate":
+        v = finished[best].get(cfg.select_on)
+        say(f"selected iteration {best} by {cfg.select_on} {v:.4f}" if v is not None and not math.isnan(v) else
+            f"selected iteration 0, the start model: {undefined_selection_text(cfg.select_on)}")
     elif later and all(f is None or math.isnan(f) for f in later):
         say(f"selected iteration 0, the start model: {fate_text(None, cfg, start_val)}, "
             "so no iteration can be chosen by FATE")

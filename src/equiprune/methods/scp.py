@@ -165,5 +165,5 @@ def scp_from_run(parent_path: str | Path, cfg: SCPConfig, out: str | Path,
         "channels_removed": result.loop.channels_removed})
     rd.set_section("selection", {"best_iter": result.loop.best_iter, "stop_reason": result.loop.stop_reason,
                                  "channels_removed": result.loop.channels_removed, "layer": result.loop.layer,
-                                 "surgery": cfg.surgery})
+                                 "surgery": cfg.surgery, "select_on": cfg.select_on})
     return result
