@@ -273,3 +273,27 @@ def test_bad_input_is_refused_with_a_clear_message():
         group_scores(y, p[:, 1], g)
     with pytest.raises(MetricsError, match="binning"):
         group_scores(y, p, g, settings=ScoreSettings(binning="quantile"))
+
+
+def test_paired_run_scores_reads_two_runs_stored_predictions(tmp_path):
+    import pandas as pd
+
+    from equiprune.methods.audit import AuditConfig, AuditError
+    from equiprune.methods.paired_runs import paired_run_scores
+
+    y, p, g = softmax_case(16, c=3, n=300)
+    hot = p ** 3 / (p ** 3).sum(1, keepdims=True)
+    for name, probs in (("a", p), ("b", hot)):
+        (tmp_path / name).mkdir()
+        df = pd.DataFrame({"index": np.arange(300), "y_true": y, "y_pred": probs.argmax(1), "group": g})
+        for j in range(3):
+            df[f"prob_{j}"] = probs[:, j]
+        df.to_csv(tmp_path / name / "predictions_test.csv", index=False)
+    got = paired_run_scores(tmp_path / "a", tmp_path / "b", AuditConfig(n_boot=80))
+    ref = paired_group_scores(y, p, hot, g, n_boot=80)
+    for k in ("worst_group_auc", "ece_gap", "fnr_gap"):
+        assert (got[k].estimate, got[k].lo, got[k].hi) == pytest.approx((ref[k].estimate, ref[k].lo, ref[k].hi))
+    pd.read_csv(tmp_path / "b" / "predictions_test.csv").drop(columns=["prob_1", "prob_2"]).to_csv(
+        tmp_path / "b" / "predictions_test.csv", index=False)
+    with pytest.raises(AuditError, match="no class probabilities"):
+        paired_run_scores(tmp_path / "a", tmp_path / "b", AuditConfig(n_boot=10))

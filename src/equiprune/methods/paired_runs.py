@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics import PairedInterval, paired_bootstrap
+from ..metrics import PairedInterval, paired_bootstrap, paired_group_scores
 from .audit import AuditConfig, AuditError, predictions_name
 
-__all__ = ["run_predictions", "check_same_items", "paired_runs"]
+__all__ = ["run_predictions", "check_same_items", "paired_runs", "paired_run_scores"]
 
 
 def run_predictions(run: str | Path, split: str = "test") -> pd.DataFrame:
@@ -49,3 +49,27 @@ def paired_runs(run_a: str | Path, run_b: str | Path, cfg: AuditConfig | None = 
     return paired_bootstrap(a["y_true"].to_numpy(), a["y_pred"].to_numpy(), b["y_pred"].to_numpy(),
                             a["group"].to_numpy(), n_boot=cfg.n_boot, seed=cfg.seed, alpha=cfg.alpha,
                             num_classes=num_classes)
+
+
+def _probs(df: pd.DataFrame, run: str | Path) -> np.ndarray:
+    cols = sorted((c for c in df.columns if c.startswith("prob_")), key=lambda c: int(c[5:]))
+    if len(cols) < 2:
+        raise AuditError(f"the stored predictions of {run} have no class probabilities (prob_0, prob_1, ...); "
+                         f"audit it again with `equiprune audit --run {run}`.")
+    return df[cols].to_numpy(dtype=np.float64)
+
+
+def paired_run_scores(run_a: str | Path, run_b: str | Path, cfg: AuditConfig | None = None
+                      ) -> dict[str, PairedInterval]:
+    """Difference b − a of the threshold-free and calibration numbers (worst-group AUC, ECE gap, ...) of two runs.
+
+    The same stored predictions and resamples as :func:`paired_runs`, through
+    :func:`equiprune.metrics.paired_group_scores` with the audit's ECE and
+    specificity settings; the two paper groups.
+    """
+    cfg = cfg or AuditConfig()
+    a, b = run_predictions(run_a, cfg.split), run_predictions(run_b, cfg.split)
+    check_same_items(a, b, run_a, run_b)
+    return paired_group_scores(a["y_true"].to_numpy(), _probs(a, run_a), _probs(b, run_b), a["group"].to_numpy(),
+                               y_pred_a=a["y_pred"].to_numpy(), y_pred_b=b["y_pred"].to_numpy(), n_boot=cfg.n_boot,
+                               seed=cfg.seed, alpha=cfg.alpha, settings=cfg.score_settings())
