@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="equiprune", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"equiprune {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full Python traceback (for bug reports) instead of one sentence")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         try:
@@ -43,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sentence(exc: BaseException) -> str:
+    """The message of an expected error; an OS error from outside equiprune's writers as 'file: reason'."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     warnings.filterwarnings("ignore", category=UserWarning, module="torch.ao")
@@ -50,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `torchrun ... -m equiprune -- VERB ...` on Pythons that keep the "--"
         argv = argv[1:]
+    if "--debug" in argv:  # a global option, accepted after the verb too
+        argv = ["--debug"] + [a for a in argv if a != "--debug"]
+    debug = "--debug" in argv or bool(os.environ.get("EQUIPRUNE_DEBUG"))
     parser = build_parser()
     args = parser.parse_args(argv)
     from ..engine.distributed import init_distributed, is_main_process
@@ -63,10 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: nothing finished is lost; run the same command again to resume.",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as exc:
-        if os.environ.get("EQUIPRUNE_DEBUG"):
+    except (ValueError, OSError) as exc:  # bad input, a busy / read-only / full output folder: one sentence
+        if debug:
             raise
         if is_main_process():
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {_sentence(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: still one sentence unless --debug
+        if debug:
+            raise
+        if is_main_process():
+            print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (unexpected; run "
+                  "the same command with --debug for the traceback, and report it)", file=sys.stderr)
+        return 1
     return int(result or 0)

@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         result = audit_and_report(args.run, cfg, baseline_run=args.baseline)
     run_dir = Path(args.run or args.out)
     audit = result.to_dict()
+    for warning in result.warnings:  # first: they change how every number below reads
+        print(f"WARNING: {warning}")
     print(format_terminal(audit))
     scores = format_scores_terminal(audit)
     if scores:

@@ -1,7 +1,9 @@
 """Run folders: config.json, metrics.json, model.pt, log.txt and resume state.
 
-Every write is atomic (write to a temporary file, then rename) so that an
-interrupt never leaves a half-written JSON file or checkpoint behind.
+Every write is atomic (write to a uniquely named temporary file, then
+rename) so that an interrupt never leaves a half-written JSON file or
+checkpoint behind. A folder opened for writing is locked (`runlock`): one
+process writes it at a time, a second one is refused with the holder's pid.
 
 Under torchrun every rank holds a `RunDir` on the same folder; the writing
 methods write on rank 0 only (`distributed.on_main`: barrier, write, result
@@ -13,14 +15,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..data.atomic import atomic_write_text, check_writable, write_error
 from .distributed import is_main_process, on_main
+from .runlock import RunLock, RunLockedError, lock_run_folder  # noqa: F401  (RunLockedError re-exported)
 
 
 class RunError(ValueError):
@@ -70,19 +73,35 @@ def _same_settings(old: Any, new: Any) -> bool:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomically write `data` as indented JSON (NaN/inf become null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def claim_run_folder(path: str | Path) -> RunLock | None:
+    """Before any data is decoded: lock `path` if it exists, else check that it can be created.
+
+    So a second process on the folder, or a read-only output folder, is
+    refused in a second rather than after the images are read. Keep the
+    returned lock alive (a local variable) until the folder's `RunDir` exists.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return RunDir(path, create=False).hold()._lock
+    check_writable(path)
+    return None
+
+
 class RunDir:
-    """One run folder. `RunDir(path)` creates it if needed."""
+    """One run folder. `RunDir(path)` creates it if needed and locks it for this process.
+
+    The lock (`runlock.lock_run_folder`) lasts while this object, or another
+    RunDir on the folder or a folder inside it, is alive in this process; a
+    second process is refused. `RunDir(path, create=False)` opens an existing
+    folder for reading without locking it; `hold()` locks it for writing.
+    """
 
     CONFIG = "config.json"
     METRICS = "metrics.json"
@@ -91,10 +110,28 @@ class RunDir:
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
+        self._lock: RunLock | None = None
         if create:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise (write_error(self.path, exc) or exc) from exc
+            self.hold()
         elif not self.path.is_dir():
             raise RunError(f"run folder {self.path} does not exist")
+
+    def hold(self) -> "RunDir":
+        """Lock the folder for this process's writes (rank 0 only; no-op if already held).
+
+        Raises `RunLockedError` naming the pid of another process writing it,
+        and `WriteError` if the folder is not writable.
+        """
+        if self._lock is None and is_main_process():
+            try:
+                self._lock = lock_run_folder(self.path)
+            except OSError as exc:
+                raise (write_error(self.path / "config.json", exc) or exc) from exc
+        return self
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -188,7 +225,10 @@ class RunDir:
         if not is_main_process():
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.file(self.LOG), "a") as fh:
-            fh.write(f"[{stamp}] {message}\n")
+        try:
+            with open(self.file(self.LOG), "a") as fh:
+                fh.write(f"[{stamp}] {message}\n")
+        except OSError as exc:
+            raise (write_error(self.file(self.LOG), exc) or exc) from exc
         if echo:
             tqdm.write(message)

@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 
 from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
+from ..data.atomic import atomic_write
+from ..models.checkpoint import load_file, save_file
 from .plugin import LossFnPlugin, TrainPlugin
 from .distributed import (DistributedWeightedSampler, all_gather_objects, all_reduce_sum, average_gradients,
                           broadcast_buffers, get_rank, get_world_size, is_distributed, on_main, unwrap_model,
@@ -148,9 +150,7 @@ def evaluate(model: nn.Module, dataset: Any, batch_size: int = 256, device: torc
 
 
 def _save_state(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(state, tmp))
 
 
 def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | RunDir | None = None,
@@ -226,7 +226,7 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
     best_state: dict[str, torch.Tensor] | None = None
     best_score, best_epoch, start = -float("inf"), -1, 0
     if state_path is not None and state_path.exists():
-        st = torch.load(state_path, map_location=device, weights_only=True)
+        st = load_file(state_path, map_location=device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         scaler.load_state_dict(st["scaler"])

@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from ..data.atomic import atomic_write
 from ..data.cache import file_sha256
 from ..engine import Predictions, RunDir, predict, resolve_device
+from ..engine.health import check_finite, degenerate_warnings
 from ..metrics import (
     FATE_CRITERIA,
     MetricsError,
@@ -158,6 +160,8 @@ class AuditResult:
     scores: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # what makes the numbers misleading (a one-class classifier): shown first in the terminal and report
+    warnings: list[str] = field(default_factory=list)
     predictions_file: str | None = None
     report_html: Path | None = None
     report_md: Path | None = None
@@ -187,6 +191,7 @@ class AuditResult:
             "scores": self.scores,
             "predictions_file": self.predictions_file,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
         }
 
 
@@ -330,6 +335,7 @@ def audit_model(model: nn.Module, dataset: Any, cfg: AuditConfig | None = None,
     device = resolve_device(cfg.device)
     model.to(device)
     pred = predict(model, dataset, batch_size=cfg.batch_size, device=device, progress=cfg.progress)
+    check_finite(model, pred, dataset)  # NaN logits would become class 0 everywhere: zero gaps that mean nothing
     classes = [str(c) for c in getattr(dataset, "classes", [])]
     group_names = [str(g) for g in getattr(dataset, "group_names", [])] or ["group 0", "group 1"]
     num_classes = len(classes) if cfg.full_classes and classes else None
@@ -353,7 +359,8 @@ def audit_model(model: nn.Module, dataset: Any, cfg: AuditConfig | None = None,
 
     result = AuditResult(split=cfg.split, metrics=metrics, intervals=intervals, predictions=pred,
                          classes=classes, group_names=group_names, confusion=_confusion(pred, c), signed_gaps=signed,
-                         settings=asdict(cfg), notes=notes)
+                         settings=asdict(cfg), notes=notes,
+                         warnings=degenerate_warnings(pred.y_pred, classes, pred.y_true))
 
     if baseline is not None:
         _check_same_items(pred, baseline)
@@ -490,9 +497,8 @@ def store_audit(rd: RunDir, result: AuditResult, split: str, extra: dict[str, An
     the predictions table (the multi-group audit's metadata).
     """
     name = predictions_name(split)
-    tmp = rd.file(name + ".tmp")
-    predictions_to_frame(result.predictions, extra).to_csv(tmp, index=False)
-    tmp.replace(rd.file(name))
+    frame = predictions_to_frame(result.predictions, extra)
+    atomic_write(rd.file(name), lambda tmp: frame.to_csv(tmp, index=False))
     result.predictions_file = name
     section = result.to_dict()
     if rd.model_path.exists():
@@ -517,6 +523,7 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
     cfg.validate()
     run_path = Path(run_path)
     loaded = open_run(run_path)
+    loaded.run.hold()  # one writer: refused while another process writes this folder, before decoding data
     splits = loaded.splits()
     dataset = getattr(splits, cfg.split, None)
     if dataset is None or len(dataset) == 0:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..data import DataConfig, load_splits
 from ..data.cache import atomic_write, file_sha256
-from ..engine import RunDir, on_main
+from ..engine import RunDir, claim_run_folder, on_main
 from ..models import ModelError, build_model, head_name, input_size
 from ..models.weights import load_pretrained, read_state_dict
 from .audit import AuditError
@@ -137,6 +137,7 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
             raise AuditError(f"{exc}. For a plain torchvision state dict give its architecture: --arch NAME "
                              "(and --num-classes K, --width W when they are not the head's rows and 1.0).") from None
     data = replace(data, image_size=_audit_image_size(model, arch, extra, image_size, checkpoint))
+    claim = claim_run_folder(out)  # noqa: F841  (busy or read-only: refused before any image is decoded)
     splits = load_splits(data, two_groups=True)
     notes = _check_classes(arch, extra, splits, data, checkpoint)
 

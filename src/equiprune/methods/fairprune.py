@@ -70,6 +70,7 @@ from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
 from ..models import input_size, last_conv_name
 from ..scoring import HessianSaliencyScorer
 from ..scoring.saliency import ESTIMATORS, resolve_params, select_smallest
+from ..models.checkpoint import load_file, save_tensors
 from ..surgery import layer_out_channels
 from .prune_loop import KEEPS_ZEROS, LoopConfig, LoopResult, PruneStep, iter_dir, run_prune_loop
 from .scp import scoring_dataset
@@ -392,7 +393,7 @@ class MaskStep(PruneStep):
         return model
 
     def _load(self, k: int) -> dict[str, Tensor]:
-        return torch.load(iter_dir(self.rd, k) / MASKS_FILE, weights_only=True)
+        return load_file(iter_dir(self.rd, k) / MASKS_FILE)
 
     def cut(self, model: nn.Module, k: int) -> tuple[nn.Module, dict[str, Any]]:
         fraction = self.fp.pr * k / self.fp.iters
@@ -413,7 +414,7 @@ class MaskStep(PruneStep):
         return model, {}
 
     def save(self, rd: RunDir, k: int) -> None:
-        torch.save(self.masks, iter_dir(rd, k) / MASKS_FILE)
+        save_tensors(iter_dir(rd, k) / MASKS_FILE, self.masks)
 
     def describe(self, rec: dict[str, Any]) -> str:
         return f"{rec['pruned']} of {self.total} parameters pruned ({rec['pruned'] / self.total:.1%})"
@@ -465,7 +466,7 @@ def run_fairprune(model: nn.Module, splits: Any, cfg: FairPruneConfig | None = N
                 history=loop.history, best_iter=loop.best_iter, stop_reason=loop.stop_reason,
                 pruned=_count_pruned(step.masks), scored_elements=step.total, loop=loop)
             if run_dir is not None:
-                torch.save(step.masks, rd.file(MASKS_FILE))
+                save_tensors(rd.file(MASKS_FILE), step.masks)
         result.run = rd if run_dir is not None else None
         if run_dir is not None:
             rd.set_section("fairprune", result.summary())

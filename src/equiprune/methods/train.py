@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from ..data import DataConfig, DataSplits, load_splits
-from ..engine import FitResult, RunDir, TrainConfig, evaluate, fit
+from ..engine import FitResult, RunDir, TrainConfig, claim_run_folder, evaluate, fit
 from ..models import build_model
 from ..models.weights import WeightsError, imagenet_preprocessing, load_pretrained, resolve_weights
 from .runs import save_run_model
@@ -117,8 +117,11 @@ def train_from_config(data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig
     """Build data and model from settings, then `train_model` (what `equiprune train` calls).
 
     The weights are resolved before the data is loaded, so a missing file or an
-    offline ImageNet download fails at once and leaves no run folder.
+    offline ImageNet download fails at once and leaves no run folder. The run
+    folder is claimed first (locked if it exists, else checked to be creatable),
+    so a busy or read-only folder is refused before any image is decoded.
     """
+    claim = claim_run_folder(run_dir) if run_dir is not None else None  # noqa: F841  (held until the RunDir exists)
     state, source = resolve_weights(model_cfg.weights, model_cfg.name, model_cfg.width)
     if model_cfg.weights == "imagenet" and model_cfg.weights_preprocessing:
         data = with_weights_preprocessing(data, model_cfg.name)

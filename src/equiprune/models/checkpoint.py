@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.atomic import atomic_write
 from .zoo import ModelError, build_model
 
 FORMAT_VERSION = 1
@@ -86,10 +87,49 @@ def save_checkpoint(path: str | Path, model: nn.Module, arch: dict[str, Any],
         "state_dict": {k: v.cpu() for k, v in _permanent_state_dict(model).items()},
         "extra": dict(extra or {}),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_tensors(path, payload)
+
+
+def save_file(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through an open file, so a full disk surfaces as ENOSPC rather than only
+    torch's ``enforce fail at inline_container.cc`` (`atomic_write` turns it into one sentence)."""
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def save_tensors(path: str | Path, obj: Any) -> Path:
+    """``torch.save(obj)`` to `path` atomically, under a unique temporary name (`atomic_write`)."""
+    return atomic_write(path, lambda tmp: save_file(obj, tmp))
+
+
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with an empty, truncated or pickled file said in one sentence.
+
+    Raises ModelError naming the file and what to do, instead of torch's
+    ``PytorchStreamReader failed``, ``EOFError`` or a weights-only unpickling error.
+    """
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"checkpoint {path} does not exist")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelError(f"{path} is empty (0 bytes): it was not written completely. Run the command that "
+                         "wrote it again (a run folder resumes), or copy the file again.")
+    try:
+        with warnings.catch_warnings():  # int8 tensors trigger torch's own TypedStorage deprecation notice
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"{path} holds Python objects beyond tensors and plain values, which equiprune never "
+                         "unpickles (a pickled model or code); save the model with equiprune's "
+                         "save_checkpoint.") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{path} is truncated or is not a PyTorch checkpoint ({size} bytes; torch says: "
+                         f"{str(exc).splitlines()[0][:120]}). Run the command that wrote it again (a run "
+                         "folder resumes), or copy the file again.") from exc
 
 
 def _apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]]) -> None:
@@ -138,11 +178,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Rebuild the model saved by `save_checkpoint`; returns (model, arch, extra)."""
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"checkpoint {path} does not exist")
-    with warnings.catch_warnings():  # int8 tensors trigger torch's own TypedStorage deprecation notice
-        warnings.simplefilter("ignore", UserWarning)
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = load_file(path, map_location)
     if not isinstance(payload, dict) or "arch" not in payload or "state_dict" not in payload:
         raise ModelError(f"{path} is not an equiprune checkpoint (no 'arch'/'state_dict' entries)")
     arch = payload["arch"]
@@ -161,7 +197,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
 
 def load_state_into(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a checkpoint's weights into an existing model, with a readable error on mismatch."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    payload = load_file(path)
     state_dict = payload["state_dict"] if isinstance(payload, dict) and "state_dict" in payload else payload
     own = model.state_dict()
     wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from ..data.atomic import atomic_write_bytes, atomic_write_text
 from ..engine import RunDir, read_json, write_json
 from . import plots
 from .scores import score_sections, tradeoff_findings
@@ -149,7 +150,7 @@ def render_markdown(title: str, sections: Sequence[Section], out_dir: str | Path
                 stem += "-1"
             used.add(stem)
             (out_dir / plots_dir).mkdir(parents=True, exist_ok=True)
-            (out_dir / plots_dir / f"{stem}.png").write_bytes(im.png)
+            atomic_write_bytes(out_dir / plots_dir / f"{stem}.png", im.png)
             lines += [f"![{im.caption}]({plots_dir}/{stem}.png)", "", f"*{im.caption}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -162,9 +163,7 @@ def write_page(out_dir: str | Path, stem: str, title: str, sections: Sequence[Se
     html_path, md_path = out_dir / f"{stem}.html", out_dir / f"{stem}.md"
     for path, text in ((html_path, render_html(title, sections, subtitle)),
                        (md_path, render_markdown(title, sections, out_dir, subtitle))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return html_path, md_path
 
 
@@ -187,7 +186,7 @@ def add_report_section(run_path: str | Path, title: str, text: str = "", html_fr
     for i, (caption, png) in enumerate(images):
         rel = f"{PLOTS_DIR}/section-{_slug(title)}-{i}.png"
         (rd.path / PLOTS_DIR).mkdir(exist_ok=True)
-        (rd.path / rel).write_bytes(png)
+        atomic_write_bytes(rd.path / rel, png)
         files.append({"caption": caption, "file": rel})
     stored.append({"title": title, "text": text, "html": html_fragment, "markdown": markdown, "images": files})
     write_json(f, stored)
@@ -471,6 +470,9 @@ def run_report_sections(run_path: str | Path, split: str = "test",
     sections += list(extra_sections)
     summary_html, summary_md = _kv(_summary_pairs(rd.path, config, audit))
     sections.insert(0, Section("Run", html=summary_html, markdown=summary_md))
+    warned = list((audit or {}).get("warnings") or [])
+    if warned:  # above everything: a zero gap from a constant classifier is not fairness
+        sections.insert(0, Section("Warning", text="\n\n".join(f"Warning: {w}" for w in warned)))
     notes = list((audit or {}).get("notes") or [])
     if notes:
         sections.append(Section("Notes", text="\n\n".join(notes)))

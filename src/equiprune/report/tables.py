@@ -21,6 +21,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.atomic import atomic_write_text
+
 __all__ = [
     "Cell",
     "TableRow",
@@ -230,7 +232,7 @@ class Table1:
             df = pd.concat([df.reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
         text = df.to_csv(index=False, float_format="%.10g")
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write_text(path, text)
         return text
 
     def numeric_frame(self) -> pd.DataFrame:

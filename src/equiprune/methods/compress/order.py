@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from ...data.atomic import atomic_write_text
 from ...engine import RunDir
 from ...metrics import paired_bootstrap
 from ...models import input_size
@@ -239,7 +240,7 @@ def order_study(source: Any, cfg: CompressConfig, scp: Any, run_dir: str | Path 
         result.table_csv = rd.file("order_table.csv")
         table.to_csv(result.table_csv, index=False)
         result.table_md = rd.file("order_table.md")
-        result.table_md.write_text(order_markdown(table, comparison, cfg.method))
+        atomic_write_text(result.table_md, order_markdown(table, comparison, cfg.method))
     return result
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from ...data.atomic import atomic_write, atomic_write_text
 from ...engine import Predictions, RunDir, TrainConfig
 from ...models import input_size, load_checkpoint
 from ..audit import AuditConfig, AuditResult, audit_model, store_audit
@@ -368,8 +369,7 @@ def _curves_png(table: pd.DataFrame, x_col: str, x_label: str, group_names: list
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     fig.suptitle(title, fontsize=11, y=1.03)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100, bbox_inches="tight", facecolor="white")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight", facecolor="white"))
 
 
 def write_outputs(rd: RunDir, records: list[dict[str, Any]], uncompressed: dict[str, Any], group_names: list[str],
@@ -377,11 +377,9 @@ def write_outputs(rd: RunDir, records: list[dict[str, Any]], uncompressed: dict[
     """Table (CSV + Markdown) and the two curve PNGs of a sweep folder."""
     table = sweep_table(records, uncompressed)
     csv = rd.file("sweep_table.csv")
-    tmp = rd.file("sweep_table.csv.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(csv)
+    atomic_write(csv, lambda tmp: table.to_csv(tmp, index=False))
     md = rd.file("sweep_table.md")
-    md.write_text(table_markdown(table, group_names, f"Fairness under compression: {method}"))
+    atomic_write_text(md, table_markdown(table, group_names, f"Fairness under compression: {method}"))
     plots = []
     # Unstructured pruning leaves tensors dense (same size on disk): its compression shows in
     # the non-zero parameter count, hence the third plot.

@@ -35,9 +35,11 @@ from torch import nn
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
+from ...data.atomic import atomic_write
 from ...engine import Predictions, RunDir, evaluate, make_loader, resolve_device, set_seed
 from ...metrics import MetricsError, fate
 from ...models import save_checkpoint
+from ...models.checkpoint import load_file, save_file, save_tensors
 from .adversary import Adversary, projected_trigger_grad
 from .trigger import (PATCH_LOCATIONS, TRIGGER_INITS, TRIGGER_KINDS, FrozenModelChangedError,
                       ReprogramError, ReprogrammedModel, Trigger, check_geometry, default_size,
@@ -312,7 +314,7 @@ def run_reprogram(model: nn.Module, splits: Any, cfg: ReprogramConfig,
     best_score, best_epoch, start = -math.inf, 0, 0
     state_path = rd.file(STATE_FILE) if rd is not None else None
     if state_path is not None and state_path.exists():
-        st = torch.load(state_path, map_location=device, weights_only=True)
+        st = load_file(state_path, map_location=device)
         with torch.no_grad():
             trigger.weight.copy_(st["weight"])
         adversary.load_state_dict(st["adversary"])
@@ -381,13 +383,12 @@ def run_reprogram(model: nn.Module, splits: Any, cfg: ReprogramConfig,
             f"(adversary acc {s[3]:.3f}, largest group {adv_chance:.3f}); val F1 {val['f1']:.4f}, "
             f"val {cfg.criterion} {val[cfg.criterion]:.4f}")
         if state_path is not None:
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({"weight": trigger.weight.detach(), "adversary": adversary.state_dict(),
-                        "opt_t": opt_t.state_dict(), "opt_a": opt_a.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(), "history": history,
-                        "epoch": epoch + 1, "best_weight": best_weight, "best_score": best_score,
-                        "best_epoch": best_epoch}, tmp)
-            tmp.replace(state_path)
+            state = {"weight": trigger.weight.detach(), "adversary": adversary.state_dict(),
+                     "opt_t": opt_t.state_dict(), "opt_a": opt_a.state_dict(),
+                     "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(), "history": history,
+                     "epoch": epoch + 1, "best_weight": best_weight, "best_score": best_score,
+                     "best_epoch": best_epoch}
+            atomic_write(state_path, lambda tmp: save_file(state, tmp))
 
     with torch.no_grad():
         trigger.weight.copy_(best_weight)
@@ -401,7 +402,7 @@ def run_reprogram(model: nn.Module, splits: Any, cfg: ReprogramConfig,
         rd.set_section("selection", {"select_on": cfg.select_on, "best_epoch": best_epoch,
                                      "frozen_weights_unchanged": True, "normalization": normalization})
         payload = trigger.payload(cfg.settings())
-        torch.save(payload, rd.file("trigger.pt"))
+        save_tensors(rd.file("trigger.pt"), payload)
         from .plots import save_trigger_png
         example = splits.val[0][0] if splits.val is not None and len(splits.val) else sample
         save_trigger_png(trigger, rd.file("trigger.png"), example=example)

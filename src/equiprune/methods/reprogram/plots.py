@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ...data.atomic import atomic_write
 from .trigger import Trigger
 
 
@@ -34,9 +35,7 @@ def _figure(path: str | Path, panels: int = 1, size: tuple[float, float] = (5.6,
     try:
         yield fig, axes[0]
         fig.tight_layout()
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=120)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         plt.close(fig)
 
