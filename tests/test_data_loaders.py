@@ -142,7 +142,7 @@ def test_fitzpatrick_images_missing_drop_cache_and_corrupt(fitz, tmp_path, monke
     n_missing = len(fitz.train) + len(fitz.val) + len(fitz.test) - 36
     assert f"{n_missing} images of fitzpatrick17k are missing" in msg
     assert f"{len(fitz.train) - 12} of {len(fitz.train)} train" in msg and f"{len(fitz.val) - 12} of 1657 val" in msg
-    assert str(root) in msg and "<md5hash>.jpg" in msg and "missing_images='drop'" in msg
+    assert str(root) in msg and "<md5hash>.jpg" in msg and "--missing-images drop" in msg
     first_missing = fitz.train.loc[~fitz.train.image.isin(chosen["train"]), "image"].iloc[0]
     assert first_missing in msg
 
@@ -188,7 +188,7 @@ def test_group_missing_from_a_split_is_an_error(fitz, tmp_path):
 def test_root_must_exist(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_splits(DataConfig(name="fitzpatrick17k", root=str(tmp_path / "nope")))
-    with pytest.raises(DataError, match="DataConfig.root"):
+    with pytest.raises(DataError, match="needs --root"):
         load_splits(DataConfig(name="isic2019"))
 
 

@@ -121,6 +121,12 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False, defau
     g.add_argument("--split-column", default=None, help="csv loader: train/val/test column (else split here)")
     g.add_argument("--missing-images", choices=["error", "drop"], default="error",
                    help="stop on missing image files (default) or drop those rows with a warning")
+    g.add_argument("--unknown-labels", choices=["error", "drop"], default="error",
+                   help="a val/test label no training row has: stop naming it (default) or drop those rows "
+                        "with a warning")
+    g.add_argument("--split-overlap", choices=["error", "allow"], default="error",
+                   help="an image in two splits (same file or same pixels): stop listing them (default) or "
+                        "keep them with a warning in the report")
     g.add_argument("--max-rows", type=int, default=None, help="keep at most N rows per split (quick runs)")
     g.add_argument("--synth-n", type=int, default=6000, help="synthderm: number of images (default 6000)")
     g.add_argument("--synth-dark-fraction", type=float, default=0.2,
@@ -164,4 +170,5 @@ def data_config_from_args(args: argparse.Namespace, seed: int = 0, progress: boo
                       group_map=parse_group_map(args.group_map), group_names=args.group_names, metadata=args.metadata,
                       image_column=args.image_column, label_column=args.label_column,
                       split_column=args.split_column, missing_images=args.missing_images, max_rows=args.max_rows,
+                      unknown_labels=args.unknown_labels, split_overlap=args.split_overlap,
                       progress=progress, synthderm=synth, **size)

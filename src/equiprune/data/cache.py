@@ -39,7 +39,7 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     except OSError as exc:
         raise DataError(
             f"cannot create the cache folder {path} ({exc}); set EQUIPRUNE_CACHE or "
-            "DataConfig.cache_dir to a writable folder"
+            "DataConfig.cache_dir (Python) to a writable folder"
         ) from exc
     return path
 
@@ -191,7 +191,7 @@ def build_image_cache(
             raise DataError(
                 f"{len(bad)} image file(s) in {os.path.dirname(bad[0][0])} could not be decoded: "
                 f"{shown}{more}. Re-download these files, or delete them and set "
-                "DataConfig.missing_images='drop' to train without them."
+                "--missing-images drop (DataConfig.missing_images) to train without them."
             )
 
     atomic_write(out, write)

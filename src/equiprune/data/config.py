@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,13 @@ class DataConfig:
         missing_images: ``"error"`` (default) stops with the list of missing
             files; ``"drop"`` keeps only the rows whose image exists (with a
             warning giving the count).
+        unknown_labels: a label of the val/test rows that no training row has
+            (it would become a class the model never learned): ``"error"``
+            (default) stops naming it, ``"drop"`` drops those rows with a warning.
+        split_overlap: images shared by two splits (same file, or the same
+            decoded pixels): ``"error"`` (default) stops listing them,
+            ``"allow"`` keeps them with a warning (the test numbers are then
+            optimistic).
         max_rows: keep at most this many rows per split (seeded random
             subset), for quick runs; ``None`` keeps all.
         resize_factor: images are decoded once and stored with side
@@ -89,6 +97,8 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     missing_images: str = "error"
+    unknown_labels: str = "error"
+    split_overlap: str = "error"
     max_rows: int | None = None
     resize_factor: float = 1.15
     cache_dir: str | None = None
@@ -99,6 +109,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.synthderm, dict):
             self.synthderm = SynthDermConfig(**self.synthderm)
+        # absolute, so a run folder read from another directory finds its data (config.json stores these)
+        for name in ("root", "metadata"):
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, os.path.abspath(os.path.expanduser(str(value))))
         if self.group_map is not None:
             self.group_map = {str(k): int(v) for k, v in self.group_map.items()}
         for name in ("root", "metadata", "cache_dir"):
@@ -139,7 +154,11 @@ class DataConfig:
         if self.label_level not in ("low", "mid", "high"):
             raise DataError(f"label_level must be 'low', 'mid' or 'high', got {self.label_level!r}")
         if self.missing_images not in ("error", "drop"):
-            raise DataError(f"missing_images must be 'error' or 'drop', got {self.missing_images!r}")
+            raise DataError(f"--missing-images must be 'error' or 'drop', got {self.missing_images!r}")
+        if self.unknown_labels not in ("error", "drop"):
+            raise DataError(f"--unknown-labels must be 'error' or 'drop', got {self.unknown_labels!r}")
+        if self.split_overlap not in ("error", "allow"):
+            raise DataError(f"--split-overlap must be 'error' or 'allow', got {self.split_overlap!r}")
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise DataError(f"{name} must be strictly between 0 and 1, got {getattr(self, name)}")

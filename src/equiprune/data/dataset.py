@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -110,6 +110,8 @@ class DataSplits:
     classes: list[str]
     group_names: list[str]
     num_classes: int
+    # what the data checks let through but the user must see (images shared by splits when allowed)
+    warnings: list[str] = field(default_factory=list)
 
 
 def describe_splits(splits: DataSplits) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from .cache import NpyImages, build_image_cache
 from .config import DataConfig
 from .dataset import DataSplits, GroupDataset, stratified_split
 from .errors import DataError
+from .overlap import check_overlap, overlaps, path_keys, pixel_hashes
 from .synthderm import generate_synthderm
 from .transforms import build_transforms
 
@@ -92,7 +93,7 @@ def _find_table(folder: Path, name: str) -> Path:
         if cand.is_file():
             return cand
     raise DataError(
-        f"metadata table {name} (or {name}.gz) not found in {folder}; point DataConfig.metadata at the "
+        f"metadata table {name} (or {name}.gz) not found in {folder}; point --metadata (DataConfig.metadata) at the "
         "folder holding it, or leave it unset to use the tables shipped with equiprune"
     )
 
@@ -113,6 +114,9 @@ def _read_csv(path: Path, required: Sequence[str], what: str = "") -> pd.DataFra
             _TABLE_CACHE.clear()
         _TABLE_CACHE[key] = table
     df = _TABLE_CACHE[key].copy()
+    if len(df) == 0:
+        raise DataError(f"metadata table {path} has no rows (only a header{' line' if len(df.columns) else ''}); "
+                        "give the table with one row per image")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(
@@ -148,7 +152,7 @@ def _groups(
         if column not in df.columns:
             raise DataError(
                 f"group column {column!r} is not in the {split} table of {source}; "
-                f"its columns are {list(df.columns)}. Set DataConfig.group_column to one of them."
+                f"its columns are {list(df.columns)}. Pass --group-column with one of them (DataConfig.group_column)."
             )
         na = df[column].isna()
         if na.any():
@@ -176,7 +180,7 @@ def _groups(
             gmap = {v: i for i, v in enumerate(values)}
             names = list(values)
     if not gmap:
-        raise DataError(f"DataConfig.group_map is empty; map every value of column {column!r} to a group index")
+        raise DataError(f"the group mapping (--group-map) is empty; map every value of column {column!r} to a group, e.g. --group-map A,B=0 C=1")
     unmapped = [v for v in values if v not in gmap]
     if unmapped:
         raise DataError(
@@ -190,7 +194,7 @@ def _groups(
     if cfg.group_names is not None:
         if len(cfg.group_names) != n_groups:
             raise DataError(
-                f"DataConfig.group_names has {len(cfg.group_names)} names but the mapping {gmap} gives "
+                f"--group-names has {len(cfg.group_names)} names but the mapping {gmap} gives "
                 f"{n_groups} groups"
             )
         names = list(cfg.group_names)
@@ -212,7 +216,7 @@ def _labels_from_names(df: pd.DataFrame, column: str, classes: list[str], where:
         raise DataError(
             f"{n} row(s) of {where} have label(s) in column {column!r} that are not known classes: "
             f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''}. Known classes: {classes[:10]}"
-            f"{' ...' if len(classes) > 10 else ''}; fix the table or set DataConfig.classes"
+            f"{' ...' if len(classes) > 10 else ''}; fix the table or list the classes (DataConfig.classes)"
         )
     return names.map(index).to_numpy(dtype=np.int64)
 
@@ -323,7 +327,7 @@ def _ham_tables(cfg: DataConfig) -> SplitTables:
     elif cfg.root:
         path = _find_table(Path(cfg.root), "HAM10000_metadata.csv")
     else:
-        raise DataError("ham10000 needs DataConfig.root (image folder) or DataConfig.metadata (HAM10000_metadata.csv)")
+        raise DataError("ham10000 needs --root (the image folder) or --metadata (HAM10000_metadata.csv)")
     if not path.is_file():
         raise DataError(f"HAM10000 metadata file {path} does not exist")
     group_col = group_column(cfg)
@@ -358,10 +362,10 @@ def _ham_tables(cfg: DataConfig) -> SplitTables:
 
 def _csv_tables(cfg: DataConfig) -> SplitTables:
     if not cfg.metadata:
-        raise DataError("the csv loader needs DataConfig.metadata = path of the CSV table")
+        raise DataError("--data csv needs --metadata with the path of the CSV table")
     path = Path(cfg.metadata)
     if not path.is_file():
-        raise DataError(f"CSV table {path} does not exist (DataConfig.metadata)")
+        raise DataError(f"CSV table {path} (--metadata) does not exist")
     group_col = group_column(cfg)
     required = [cfg.image_column, cfg.label_column, group_col] + ([cfg.split_column] if cfg.split_column else [])
     df = _read_csv(path, required)
@@ -401,6 +405,40 @@ def _csv_tables(cfg: DataConfig) -> SplitTables:
     return SplitTables(**tables, classes=classes, group_names=names, expected=f"<{cfg.image_column}>{ext}")
 
 
+def _unseen_labels(tables: SplitTables, cfg: DataConfig, derived: bool) -> SplitTables:
+    """Refuse (or drop with a warning) val/test rows whose label no training row has.
+
+    Such a label would silently become a class the model never saw. Where
+    the class list was derived from the table itself (`derived`), classes
+    left without rows are removed and the labels renumbered.
+    """
+    seen = set(tables.train["label"].tolist())
+    frames = {s: tables.split(s) for s in SPLITS}
+    for split in ("val", "test"):
+        df = frames[split]
+        unseen = ~df["label"].isin(seen)
+        if not unseen.any():
+            continue
+        counts = df.loc[unseen, "label"].map(lambda i: tables.classes[i]).value_counts()
+        listed = ", ".join(f"{name!r} ({n} row{'s' if n > 1 else ''})" for name, n in counts.head(10).items())
+        if cfg.unknown_labels == "error":
+            raise DataError(
+                f"the {split} split of {cfg.name} has label(s) that no training row has: {listed}; the model "
+                "could never predict them. Fix the table (or its split column), or pass --unknown-labels drop "
+                "to leave those rows out.")
+        warnings.warn(f"{cfg.name} {split}: dropped {int(unseen.sum())} row(s) whose label no training row has: "
+                      f"{listed}", stacklevel=3)
+        frames[split] = df[~unseen].reset_index(drop=True)
+    if derived:
+        keep = sorted(set().union(*[set(f["label"].tolist()) for f in frames.values()]))
+        if keep != list(range(len(tables.classes))):
+            new = {old: i for i, old in enumerate(keep)}
+            for s in SPLITS:
+                frames[s] = frames[s].assign(label=frames[s]["label"].map(new).astype(np.int64))
+            return replace(tables, **frames, classes=[tables.classes[i] for i in keep])
+    return replace(tables, **frames)
+
+
 def load_tables(cfg: DataConfig) -> SplitTables:
     """Read and check the metadata of a real dataset (no image is opened).
 
@@ -412,6 +450,7 @@ def load_tables(cfg: DataConfig) -> SplitTables:
     if cfg.name not in loaders:
         raise DataError(f"load_tables reads real datasets {sorted(loaders)}; {cfg.name!r} has no metadata tables")
     tables = loaders[cfg.name](cfg)
+    tables = _unseen_labels(tables, cfg, derived=cfg.name in ("csv", "ham10000") and not cfg.classes)
     for split in SPLITS:
         df = tables.split(split)
         df["class_name"] = np.asarray(tables.classes, dtype=object)[df["label"].to_numpy()]
@@ -421,36 +460,67 @@ def load_tables(cfg: DataConfig) -> SplitTables:
 # --------------------------------------------------------------------------- images
 
 
-def _index_folder(root: Path) -> dict[str, str]:
-    """Map relative paths and bare file names under ``root`` to full paths (first one wins, sorted walk)."""
+def _index_folder(root: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Map relative paths and bare file names under ``root`` to full paths (sorted walk).
+
+    Also returns the bare names that match files in two or more subfolders
+    (and no file directly in ``root``): a row naming one of them is ambiguous.
+    """
     index: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
         for fn in sorted(filenames):
             full = os.path.join(dirpath, fn)
             rel = fn if rel_dir == "." else os.path.join(rel_dir, fn).replace(os.sep, "/")
-            index.setdefault(rel, full)
-            index.setdefault(fn, full)
-    return index
+            index[rel] = full
+            if rel_dir != ".":
+                by_name.setdefault(fn, []).append(full)
+    for fn, fulls in by_name.items():
+        index.setdefault(fn, fulls[0])
+    ambiguous = {fn: fulls for fn, fulls in by_name.items() if len(fulls) > 1 and index[fn] == fulls[0]}
+    return index, ambiguous
+
+
+def _check_paths(df: pd.DataFrame, root: Path, ambiguous: dict[str, list[str]], split: str) -> None:
+    """Refuse a row whose name matches files in two subfolders, or whose file is a link leaving ``root``."""
+    names = df["image"].astype(str)
+    hit = names[names.isin(list(ambiguous))]
+    if len(hit):
+        name = hit.iloc[0]
+        raise DataError(
+            f"image name {name!r} ({split} split, {len(hit)} such row(s)) matches files in two folders under "
+            f"{root}: {ambiguous[name][0]} and {ambiguous[name][1]}; give the path relative to --root in the "
+            "table (e.g. sub/name.jpg), or remove the duplicate.")
+    real_root = os.path.realpath(root)
+    for name, path in zip(names, df["path"]):
+        if isinstance(path, str) and os.path.islink(path):
+            target = os.path.realpath(path)
+            if os.path.commonpath([real_root, target]) != real_root:
+                raise DataError(
+                    f"image {path} ({split} split, row {name!r}) is a symbolic link to {target}, outside the image "
+                    f"folder {root}; equiprune reads only files under --root. Copy the image into it, or point "
+                    "--root at the folder that holds the real files.")
 
 
 def _check_root(cfg: DataConfig) -> Path:
     if not cfg.root:
-        raise DataError(f"DataConfig.root must name the folder with the {cfg.name} images")
+        raise DataError(f"--data {cfg.name} needs --root with the folder of its images (DataConfig.root)")
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder {root} (DataConfig.root) does not exist or is not a folder")
+        raise DataError(f"image folder {root} (--root) does not exist or is not a folder")
     return root
 
 
 def _attach_paths(tables: SplitTables, cfg: DataConfig) -> SplitTables:
     root = _check_root(cfg)
-    index = _index_folder(root)
+    index, ambiguous = _index_folder(root)
     frames, missing = {}, {}
     for split in SPLITS:
         df = tables.split(split).copy()
         df["path"] = df["image"].map(lambda n: index.get(str(n).replace(os.sep, "/")))
+        _check_paths(df, root, ambiguous, split)
         frames[split], missing[split] = df, df["path"].isna().to_numpy()
     n_miss = sum(int(m.sum()) for m in missing.values())
     if n_miss and cfg.missing_images == "error":
@@ -459,7 +529,7 @@ def _attach_paths(tables: SplitTables, cfg: DataConfig) -> SplitTables:
         raise DataError(
             f"{n_miss} images of {cfg.name} are missing from {root} (searched recursively; {per_split}); "
             f"expected files named {tables.expected}, e.g. {', '.join(names.head(5))}. Put the images in "
-            "that folder, point DataConfig.root at the right folder, or set missing_images='drop' to use "
+            "that folder, point --root at the right folder, or pass --missing-images drop to use "
             "only the rows whose image exists."
         )
     out = {}
@@ -562,6 +632,9 @@ def load_splits(cfg: DataConfig, two_groups: bool = False) -> DataSplits:
     tables = _attach_paths(tables, cfg)
     frames = {s: _limit_rows(tables.split(s), cfg.max_rows, cfg.seed + i) for i, s in enumerate(SPLITS)}
     _check_groups(frames, tables.group_names, cfg.name)
+    names = {s: frames[s]["image"].astype(str).tolist() for s in SPLITS}
+    notes = check_overlap(overlaps({s: path_keys(frames[s]["path"]) for s in SPLITS}, names),
+                          "the same file", cfg.name, cfg.split_overlap)
     size = cfg.stored_size
     train_t, test_t = build_transforms(cfg.augment_preset, cfg.image_size, size, cfg.normalize)
     ds = {}
@@ -571,5 +644,10 @@ def load_splits(cfg: DataConfig, two_groups: bool = False) -> DataSplits:
             num_workers=cfg.decode_workers, progress=cfg.progress,
         )
         ds[s] = GroupDataset(images, df, tables.classes, tables.group_names, train_t if s == "train" else test_t)
+    if not notes:  # the same pixels under two file names (a re-saved or copied photo)
+        notes = check_overlap(overlaps({s: pixel_hashes(ds[s].images) for s in SPLITS}, names),
+                              "identical decoded pixels", cfg.name, cfg.split_overlap)
+    for note in notes:
+        warnings.warn(f"{cfg.name}: {note}", stacklevel=2)
     return DataSplits(**ds, classes=list(tables.classes), group_names=list(tables.group_names),
-                      num_classes=len(tables.classes))
+                      num_classes=len(tables.classes), warnings=notes)

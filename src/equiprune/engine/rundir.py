@@ -71,6 +71,18 @@ def _same_settings(old: Any, new: Any) -> bool:
     return old == new
 
 
+def settings_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``'train.lr: 0.001 -> 0.0002'`` for every leaf setting that differs (as `_same_settings` judges)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in [k for k in old if k in new]:
+            out += settings_diff(old[k], new[k], f"{prefix}{k}.")
+        return out
+    if _same_settings(old, new):
+        return []
+    return [f"{prefix.rstrip('.') or 'value'}: {old!r} -> {new!r}"]
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomically write `data` as indented JSON (NaN/inf become null)."""
     atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
@@ -173,9 +185,9 @@ class RunDir:
         old = _drop(read_json(f), ignore)
         new = _drop(new, ignore)
         cmp_keys = keys if keys is not None else sorted(set(old) | set(new))
-        diff = [k for k in cmp_keys if not _same_settings(old.get(k), new.get(k))]
+        diff = [d for k in cmp_keys for d in settings_diff({k: old.get(k)}, {k: new.get(k)})]
         if diff:
-            detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+            detail = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
             raise RunError(
                 f"{self.path} holds a run with other settings ({detail}). "
                 "Use a new --out folder, or delete this one to start over.")

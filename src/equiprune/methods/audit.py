@@ -22,8 +22,12 @@ from torch import nn
 
 from ..data.atomic import atomic_write
 from ..data.cache import file_sha256
-from ..engine import Predictions, RunDir, predict, resolve_device
+from ..data.fingerprint import changed_tables, table_hashes
+from ..engine import Predictions, RunDir, predict, read_json, resolve_device
 from ..engine.health import check_finite, degenerate_warnings
+
+#: a group with fewer images than this gets a small-sample warning (report: beside its numbers too)
+SMALL_GROUP = 30
 from ..metrics import (
     FATE_CRITERIA,
     MetricsError,
@@ -361,6 +365,12 @@ def audit_model(model: nn.Module, dataset: Any, cfg: AuditConfig | None = None,
                          classes=classes, group_names=group_names, confusion=_confusion(pred, c), signed_gaps=signed,
                          settings=asdict(cfg), notes=notes,
                          warnings=degenerate_warnings(pred.y_pred, classes, pred.y_true))
+    for g, name in enumerate(group_names[:2]):
+        n = int(metrics.get(f"n_g{g}", 0) or 0)
+        if 0 < n < SMALL_GROUP:
+            result.warnings.append(f"group {name} has only {n} images on the {cfg.split} split (fewer than "
+                                   f"{SMALL_GROUP}): its numbers and interval rest on few images; read its gaps "
+                                   "with care.")
 
     if baseline is not None:
         _check_same_items(pred, baseline)
@@ -506,6 +516,17 @@ def store_audit(rd: RunDir, result: AuditResult, split: str, extra: dict[str, An
     rd.set_section(audit_section_name(split), section)
 
 
+def _changed_table_warnings(loaded: Any) -> list[str]:
+    """A warning per metadata table that changed since the run (or the run its chain started from) was trained."""
+    recorded = loaded.config.get("tables")
+    if recorded is None and loaded.config.get("baseline"):
+        base_cfg = Path(loaded.config["baseline"]) / RunDir.CONFIG
+        recorded = read_json(base_cfg).get("tables") if base_cfg.is_file() else None
+    return [f"the metadata table {p} changed since this model was trained (its SHA-256 differs): the audit uses "
+            "today's table, which may not hold the rows the model was trained and selected on."
+            for p in changed_tables(recorded, table_hashes(loaded.data_config))]
+
+
 def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run: str | Path | None = None
               ) -> AuditResult:
     """Audit the model of a run folder on its own data and write the evidence there.
@@ -556,6 +577,8 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
 
     result = audit_model(loaded.model, dataset, cfg, baseline=base_pred, image_size=image_size)
     result.notes[:0] = notes
+    result.warnings += list(getattr(splits, "warnings", []))  # e.g. images shared by splits, when allowed
+    result.warnings += _changed_table_warnings(loaded)
     if base_path is not None:
         result.baseline_path = str(base_path.resolve())
         result.baseline_source = source

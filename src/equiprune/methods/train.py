@@ -8,7 +8,8 @@ from typing import Any
 from torch import nn
 
 from ..data import DataConfig, DataSplits, load_splits
-from ..engine import FitResult, RunDir, TrainConfig, claim_run_folder, evaluate, fit
+from ..data.fingerprint import changed_tables, table_hashes
+from ..engine import FitResult, RunDir, RunError, TrainConfig, claim_run_folder, evaluate, fit
 from ..models import build_model
 from ..models.weights import WeightsError, imagenet_preprocessing, load_pretrained, resolve_weights
 from .runs import save_run_model
@@ -69,6 +70,13 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
     """
     cfg.validate()   # before the folder exists, so a mistyped option leaves nothing a corrected command refuses
     rd = RunDir(run_dir) if run_dir is not None else None
+    tables = table_hashes(data_config) if data_config is not None else {}
+    if rd is not None and rd.file(RunDir.CONFIG).exists():
+        changed = changed_tables(rd.read_config().get("tables"), tables)
+        if changed:
+            raise RunError(f"the metadata table {changed[0]} changed since {rd.path} was started (its SHA-256 "
+                           "differs): resuming would train one model on two tables. Restore the table, or pass "
+                           "a new --out folder.")
     if rd is not None and rd.model_path.exists() and (rd.path / RunDir.METRICS).exists() \
             and "test" in rd.read_metrics():
         rd.check_or_write_config({"kind": "train", "data": asdict(data_config) if data_config else None,
@@ -84,7 +92,7 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
         rd.check_or_write_config({
             "kind": "train", "data": asdict(data_config) if data_config else None, "arch": arch,
             "train": asdict(cfg), "classes": list(splits.classes), "group_names": list(splits.group_names),
-            "method": method, **({"weights": weights} if weights else {}),
+            "method": method, "tables": tables, **({"weights": weights} if weights else {}),
         }, keys=["kind", "data", "arch", "train", "method", "weights"])
     result = fit(model, splits, cfg, run_dir=rd, plugin=plugin)
     extra: dict[str, Any] = {"classes": list(splits.classes), "group_names": list(splits.group_names)}

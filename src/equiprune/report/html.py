@@ -25,7 +25,8 @@ from ..data.atomic import atomic_write_bytes, atomic_write_text
 from ..engine import RunDir, read_json, write_json
 from . import plots
 from .scores import score_sections, tradeoff_findings
-from .tables import cost_frame, frame_to_html, frame_to_markdown, make_table1, row_from_audit
+from .tables import (cost_frame, frame_to_html, frame_to_markdown, group_labels, make_table1, md_text,
+                     row_from_audit)
 
 __all__ = [
     "Image",
@@ -133,14 +134,14 @@ def render_markdown(title: str, sections: Sequence[Section], out_dir: str | Path
                     plots_dir: str = PLOTS_DIR) -> str:
     """The page as Markdown; PNGs are written to ``out_dir/plots_dir`` and linked relatively."""
     out_dir = Path(out_dir)
-    lines = [f"# {title}", ""]
+    lines = [f"# {md_text(title)}", ""]
     if subtitle:
-        lines += [subtitle, ""]
+        lines += [md_text(subtitle), ""]
     used: set[str] = set()
     for s in sections:
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {md_text(s.title)}", ""]
         if s.text:
-            lines += [s.text.strip(), ""]
+            lines += [md_text(s.text.strip()), ""]
         body = s.markdown or s.html
         if body:
             lines += [body.rstrip(), ""]
@@ -151,7 +152,8 @@ def render_markdown(title: str, sections: Sequence[Section], out_dir: str | Path
             used.add(stem)
             (out_dir / plots_dir).mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(out_dir / plots_dir / f"{stem}.png", im.png)
-            lines += [f"![{im.caption}]({plots_dir}/{stem}.png)", "", f"*{im.caption}*", ""]
+            caption = md_text(im.caption)
+            lines += [f"![{caption}]({plots_dir}/{stem}.png)", "", f"*{caption}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -404,7 +406,7 @@ def run_report_sections(run_path: str | Path, split: str = "test",
     title = f"equiprune report: {name}"
     sections: list[Section] = []
     if audit:
-        g = (list(audit.get("group_names") or []) + ["g0", "g1"])[:2]
+        g = group_labels(audit)
         subtitle = (f"{config.get('kind', 'run')} run, audited on the {audit.get('split')} split; "
                     f"numbers are estimates with {int(round(100 * (1 - _f((audit.get('settings') or {}).get('alpha', 0.05)))))}% "
                     "bootstrap intervals.")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.atomic import atomic_write_text
+from ..methods.audit import SMALL_GROUP
 
 __all__ = [
     "Cell",
@@ -302,8 +303,14 @@ def read_table1_csv(path_or_text: str | Path, digits: int = 3, ci_digits: int = 
 # ------------------------------------------------------------------ generic frames
 
 
+def md_text(text: Any) -> str:
+    """User-given text for a Markdown page: HTML escaped, since Markdown viewers render raw HTML
+    (a group named ``<img src=x onerror=...>`` must stay text, as in the HTML report)."""
+    return html.escape(str(text), quote=False)
+
+
 def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _markdown(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -393,6 +400,17 @@ def _pad(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+def group_labels(audit: Mapping[str, Any]) -> list[str]:
+    """The two group names of an audit, each marked ``(n=11, small sample)`` when it has < SMALL_GROUP images."""
+    names = (list(audit.get("group_names") or ["g0", "g1"]) + ["g0", "g1"])[:2]
+    m = audit.get("metrics") or {}
+    out = []
+    for i, name in enumerate(names):
+        n = _f(m.get(f"n_g{i}"))
+        out.append(f"{name} (n={int(n)}, small sample)" if math.isfinite(n) and n < SMALL_GROUP else str(name))
+    return out
+
+
 def format_terminal(audit: Mapping[str, Any], digits: int = 3, ci_digits: int = 2) -> str:
     """Table 1 of one audit folded for a terminal: an accuracy block and a fairness block."""
     row = row_from_audit("model", audit).cells
@@ -403,7 +421,7 @@ def format_terminal(audit: Mapping[str, Any], digits: int = 3, ci_digits: int = 
     lines = [f"{audit.get('split', 'test')} split: n={int(_f(m.get('n')))} ({g0} {int(_f(m.get('n_g0')))}, "
              f"{g1} {int(_f(m.get('n_g1')))}); {level}% bootstrap intervals"
              + (f" over {n_boot} resamples" if n_boot else "")]
-    block = [["", g0, g1, "Avg.", "Diff."]]
+    block = [[""] + group_labels(audit) + ["Avg.", "Diff."]]
     for label, base in (("Precision", "precision"), ("Recall", "recall"), ("F1", "f1")):
         block.append([label] + [format_cell(row.get(f"{base}_{s}"), digits, ci_digits)
                                 for s in ("g0", "g1", "avg", "diff")])
