@@ -34,6 +34,7 @@ def base(tmp_path_factory, one_thread) -> Path:
     """One tiny trained run for the checkpoint cases."""
     out = tmp_path_factory.mktemp("base") / "run"
     assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    assert not (out / LOCK_NAME).exists()  # a finished run gives its lock up, in-process callers included
     return out
 
 

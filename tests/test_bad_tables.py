@@ -192,4 +192,4 @@ def test_markdown_report_escapes_html(tmp_path):
                                 images=[Image("<i>cap</i>", b"\x89PNG", "p")])])
     text = md.read_text()
     assert "<script>" not in text and "<img" not in text and "<b>" not in text and "<i>" not in text
-    assert "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "group &lt;img src=x onerror=alert(1)>" in text

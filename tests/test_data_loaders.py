@@ -37,9 +37,13 @@ def fitz():
 
 
 def write_jpegs(folder: Path, names, size: int = 16, seed: int = 0) -> None:
+    """Random pixels drawn from the seed and the name, so no two names (in any split) share an image:
+    load_splits refuses images shared by splits."""
+    import zlib
+
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
     for name in names:
+        rng = np.random.default_rng([seed, zlib.crc32(str(name).encode())])
         Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)).save(folder / name)
 
 

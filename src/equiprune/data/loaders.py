@@ -405,15 +405,18 @@ def _csv_tables(cfg: DataConfig) -> SplitTables:
     return SplitTables(**tables, classes=classes, group_names=names, expected=f"<{cfg.image_column}>{ext}")
 
 
-def _unseen_labels(tables: SplitTables, cfg: DataConfig, derived: bool) -> SplitTables:
+def _unseen_labels(tables: SplitTables, cfg: DataConfig) -> SplitTables:
     """Refuse (or drop with a warning) val/test rows whose label no training row has.
 
-    Such a label would silently become a class the model never saw. Where
-    the class list was derived from the table itself (`derived`), classes
-    left without rows are removed and the labels renumbered.
+    For loaders that read the class list off the table (csv, ham10000 without
+    `DataConfig.classes`), such a label would silently become a class the
+    model never saw; classes left without rows are removed and the labels
+    renumbered. (Fitzpatrick-17k and ISIC have fixed class lists, where a
+    class absent from training is part of the papers' setup.)
     """
     seen = set(tables.train["label"].tolist())
     frames = {s: tables.split(s) for s in SPLITS}
+    dropped: set[int] = set()
     for split in ("val", "test"):
         df = frames[split]
         unseen = ~df["label"].isin(seen)
@@ -428,9 +431,10 @@ def _unseen_labels(tables: SplitTables, cfg: DataConfig, derived: bool) -> Split
                 "to leave those rows out.")
         warnings.warn(f"{cfg.name} {split}: dropped {int(unseen.sum())} row(s) whose label no training row has: "
                       f"{listed}", stacklevel=3)
+        dropped |= set(df.loc[unseen, "label"].tolist())
         frames[split] = df[~unseen].reset_index(drop=True)
-    if derived:
-        keep = sorted(set().union(*[set(f["label"].tolist()) for f in frames.values()]))
+    if dropped:  # the dropped labels' classes go (integer labels never used anywhere stay as they were)
+        keep = sorted(set(range(len(tables.classes))) - (dropped - seen))
         if keep != list(range(len(tables.classes))):
             new = {old: i for i, old in enumerate(keep)}
             for s in SPLITS:
@@ -450,7 +454,8 @@ def load_tables(cfg: DataConfig) -> SplitTables:
     if cfg.name not in loaders:
         raise DataError(f"load_tables reads real datasets {sorted(loaders)}; {cfg.name!r} has no metadata tables")
     tables = loaders[cfg.name](cfg)
-    tables = _unseen_labels(tables, cfg, derived=cfg.name in ("csv", "ham10000") and not cfg.classes)
+    if cfg.name in ("csv", "ham10000") and not cfg.classes:  # classes read off the table: an unseen one is new
+        tables = _unseen_labels(tables, cfg)
     for split in SPLITS:
         df = tables.split(split)
         df["class_name"] = np.asarray(tables.classes, dtype=object)[df["label"].to_numpy()]

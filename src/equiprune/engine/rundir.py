@@ -110,8 +110,8 @@ class RunDir:
     """One run folder. `RunDir(path)` creates it if needed and locks it for this process.
 
     The lock (`runlock.lock_run_folder`) lasts while this object, or another
-    RunDir on the folder or a folder inside it, is alive in this process; a
-    second process is refused. `RunDir(path, create=False)` opens an existing
+    RunDir on the folder or a folder inside it, is alive in this process, or
+    until `release()`; a second process is refused. `RunDir(path, create=False)` opens an existing
     folder for reading without locking it; `hold()` locks it for writing.
     """
 
@@ -131,6 +131,17 @@ class RunDir:
             self.hold()
         elif not self.path.is_dir():
             raise RunError(f"run folder {self.path} does not exist")
+
+    def release(self) -> None:
+        """Give up this process's lock on the folder (every RunDir of this process sharing it loses it).
+
+        For a finished run whose RunDir lives on in a returned result, so
+        that another process (`equiprune audit --run` from a shell while a
+        notebook keeps the result) may write the folder.
+        """
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def hold(self) -> "RunDir":
         """Lock the folder for this process's writes (rank 0 only; no-op if already held).

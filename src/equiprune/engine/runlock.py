@@ -116,8 +116,11 @@ def lock_run_folder(folder: str | Path) -> RunLock | None:
         if not same:  # the previous holder removed this file on release: lock the new one
             os.close(fd)
             continue
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n{' '.join(sys.argv[1:])[:300]}\n".encode())
+        try:  # who holds it, for the refusal of a second process
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n{' '.join(sys.argv[1:])[:300]}\n".encode())
+        except OSError:  # a full disk: the lock still holds, the refusal just cannot name the pid
+            pass
         lock = RunLock(folder, fd)
         _held[str(folder)] = lock
         return lock

@@ -86,6 +86,7 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
         model, _, _ = load_checkpoint(rd.model_path)
         rd.log("this run has already finished; nothing to do", echo=cfg.progress)
         data = rd.read_metrics()
+        rd.release()  # finished: the result keeps the folder's path, not its lock
         return TrainRunResult(model=model, run=rd, fit=FitResult(model=model, history=data["history"]),
                               test=data["test"], group_names=list(splits.group_names))
     if rd is not None:
@@ -102,6 +103,8 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
             rd.set_section("mitigation", section)
         extra["mitigation"] = (method or {}).get("name")
     test = record_trained_model(rd, result.model, splits, arch or {}, extra, result.history)
+    if rd is not None:
+        rd.release()  # finished: the result keeps the folder's path, not its lock
     return TrainRunResult(model=result.model, run=rd, fit=result, test=test, group_names=list(splits.group_names))
 
 

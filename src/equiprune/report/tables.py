@@ -304,9 +304,10 @@ def read_table1_csv(path_or_text: str | Path, digits: int = 3, ci_digits: int = 
 
 
 def md_text(text: Any) -> str:
-    """User-given text for a Markdown page: HTML escaped, since Markdown viewers render raw HTML
-    (a group named ``<img src=x onerror=...>`` must stay text, as in the HTML report)."""
-    return html.escape(str(text), quote=False)
+    """User-given text for a Markdown page with every ``<`` escaped, since Markdown viewers render raw HTML
+    (a group named ``<img src=x onerror=...>`` must stay text, as in the HTML report). A lone ``>``
+    (``FATE > 0``) cannot open a tag and stays readable in the .md file."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;")
 
 
 def _md_escape(text: str) -> str:
