@@ -21,7 +21,7 @@ import torch
 
 from demo_run import parse_run_args
 from equiprune.methods.runs import open_run
-from equiprune.methods.scp import scoring_dataset
+from equiprune.data import scoring_dataset
 from equiprune.scoring import snnl_null_check
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from equiprune.data import scoring_dataset
 from equiprune.engine import RunDir
 from equiprune.engine.rundir import RunError
 from equiprune.engine.train import evaluate
@@ -17,7 +18,6 @@ from equiprune.methods import cut_response as cr
 from equiprune.methods.cut_response import (CutResponseConfig, cut_counts, cut_response, cut_response_findings,
                                             cut_response_from_run)
 from equiprune.methods.runs import open_run
-from equiprune.methods.scp import scoring_dataset
 from equiprune.models import example_input
 from equiprune.scoring import snnl as snnl_mod
 from equiprune.scoring import snnl_fair_scores

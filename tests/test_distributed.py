@@ -252,7 +252,7 @@ def test_init_without_torchrun_env_is_a_clear_error(monkeypatch):
 def test_prune_scp_under_torchrun(tmp_path):
     from equiprune.cli import main
     from equiprune.methods.runs import open_run
-    from equiprune.methods.scp import scoring_dataset
+    from equiprune.data import scoring_dataset
     from equiprune.models import load_checkpoint
 
     base, out = tmp_path / "base", tmp_path / "scp"

@@ -1,4 +1,5 @@
-"""The layer rule of docs/DESIGN.md: a package imports only the packages above it."""
+"""The layer rule of docs/DESIGN.md: a package imports only the packages above it; no modules import each
+other in a circle."""
 import ast
 from pathlib import Path
 
@@ -43,3 +44,78 @@ def test_imports_follow_layer_order(path):
 def test_every_package_is_in_the_order():
     pkgs = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert pkgs <= set(ORDER), pkgs - set(ORDER)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(["equiprune", *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+
+MODULE_NAMES = {_module_name(p): p for p in SRC.rglob("*.py")}
+
+
+def _imported_modules(name: str, path: Path) -> set[str]:
+    """equiprune modules `name` imports (function-level imports too), each resolved to its file's module.
+
+    ``from .pkg import thing`` counts as an import of ``pkg.thing`` when that is
+    a module, else of ``pkg`` (its __init__).
+    """
+    here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    targets = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else (node.module or "")
+            targets += [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULE_NAMES else base for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets += [a.name for a in node.names]
+    out = set()
+    for t in targets:
+        while t not in MODULE_NAMES and "." in t:
+            t = t.rsplit(".", 1)[0]
+        if t in MODULE_NAMES and t != name:
+            out.add(t)
+    return out
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle_between_modules():
+    graph = {name: _imported_modules(name, path) for name, path in MODULE_NAMES.items()}
+    assert _circles(graph) == [], "modules that import each other (directly or through others)"
+
+
+def test_circle_detection_finds_a_circle():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    path = SRC / "methods" / "runs.py"
+    assert "equiprune.models.trigger" in _imported_modules("equiprune.methods.runs", path)

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from equiprune.methods.reprogram import plots  # noqa: E402
-from equiprune.methods.reprogram.trigger import Trigger  # noqa: E402
+from equiprune.models.trigger import Trigger  # noqa: E402
 
 
 @pytest.fixture

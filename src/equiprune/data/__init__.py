@@ -7,7 +7,7 @@ validation with clear errors. Entry point: ``load_splits(DataConfig(...))``.
 from .cache import NpyImages, default_cache_dir
 from .colour import ita, lab_to_srgb, srgb_to_lab
 from .config import DATASETS, DataConfig
-from .dataset import DataSplits, GroupDataset, describe_splits, stratified_split
+from .dataset import DataSplits, GroupDataset, describe_splits, scoring_dataset, stratified_split
 from .errors import DataError
 from .loaders import SplitTables, load_splits, load_tables
 from .synthderm import SynthDermConfig, SynthDermData, generate_synthderm
@@ -32,6 +32,7 @@ __all__ = [
     "lab_to_srgb",
     "load_splits",
     "load_tables",
+    "scoring_dataset",
     "srgb_to_lab",
     "stratified_split",
 ]

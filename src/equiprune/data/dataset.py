@@ -114,6 +114,17 @@ class DataSplits:
     warnings: list[str] = field(default_factory=list)
 
 
+def scoring_dataset(splits: DataSplits, split: str) -> GroupDataset:
+    """The split a method scores channels (or weights) on, always with the test-time transform.
+
+    Scores must not depend on random augmentation (the reference code scores
+    on un-augmented images too), so the training split is viewed through the
+    test transform; val and test already use it.
+    """
+    ds = getattr(splits, split)
+    return ds.with_transform(splits.test.transform) if split == "train" else ds
+
+
 def describe_splits(splits: DataSplits) -> pd.DataFrame:
     """Counts per split x group (rows) and class (columns), with a ``total`` column.
 

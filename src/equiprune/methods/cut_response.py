@@ -26,6 +26,7 @@ import numpy as np
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data import scoring_dataset
 from ..engine import RunDir
 from ..engine.distributed import progress_enabled
 from ..engine.train import evaluate
@@ -33,7 +34,7 @@ from ..models import example_input, input_size
 from ..scoring import ChannelScorer, FixedScores, L1Scorer, Negated, RandomScorer, SNNLFairScorer
 from ..surgery import layer_out_channels, prune_channels
 from .runs import start_child_run
-from .scp import check_layer, scoring_dataset
+from .scp import check_layer
 
 CHOICES = ("snnl", "snnl_high", "l1", "random")
 CHOICE_LABELS = {"snnl": "lowest SNNL-Fair (SCP)", "snnl_high": "highest SNNL-Fair", "l1": "smallest L1",

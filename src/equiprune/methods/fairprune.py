@@ -66,6 +66,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as tprune
 
+from ..data import scoring_dataset
 from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
 from ..models import input_size, last_conv_name
 from ..scoring import HessianSaliencyScorer
@@ -73,7 +74,6 @@ from ..scoring.saliency import ESTIMATORS, resolve_params, select_smallest
 from ..models.checkpoint import load_file, save_tensors
 from ..surgery import layer_out_channels
 from .prune_loop import KEEPS_ZEROS, LoopConfig, LoopResult, PruneStep, iter_dir, run_prune_loop
-from .scp import scoring_dataset
 
 __all__ = [
     "METHODS",

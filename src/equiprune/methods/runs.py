@@ -15,6 +15,7 @@ from torch import nn
 from ..data import DataConfig, DataSplits, load_splits
 from ..engine import RunDir, RunError
 from ..models import input_size, load_checkpoint
+from ..models.trigger import apply_reprogram_extra
 from .. import surgery  # noqa: F401  (registers the module types pruned checkpoints may hold)
 
 
@@ -56,10 +57,8 @@ def load_model_file(path: str | Path) -> tuple[nn.Module, dict[str, Any], dict[s
     """
     from . import compress  # noqa: F401  (registers the quantized / factored module types)
     model, arch, extra = load_checkpoint(path)
-    if extra.get("reprogram"):  # a reprogrammed run: its model is the frozen model behind the saved trigger
-        from .reprogram import wrap_with_trigger
-        model = wrap_with_trigger(model, extra["reprogram"])
-    return model, arch, extra
+    # A reprogrammed run: its model is the frozen model behind the saved trigger (models.trigger).
+    return apply_reprogram_extra(model, extra), arch, extra
 
 
 def open_run(path: str | Path) -> LoadedRun:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..data import scoring_dataset
 from ..engine import RunDir
 from ..scoring import (ChannelScorer, FixedScores, KnownFirst, L1Scorer, RandomScorer, SNNLFairScorer,
                        null_check_text)
@@ -73,12 +74,6 @@ def check_layer(model: nn.Module, layer: str | None) -> str:
     name = layer or last_conv_name(model)
     layer_out_channels(model, name)
     return name
-
-
-def scoring_dataset(splits: Any, split: str) -> Any:
-    """The split used for scoring, always with the test-time transform (as the reference does)."""
-    ds = getattr(splits, split)
-    return ds.with_transform(splits.test.transform) if split == "train" else ds
 
 
 def make_scorer(splits: Any, cfg: SCPConfig) -> ChannelScorer | None:

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..data import scoring_dataset
 from ..engine import RunDir, TrainConfig, fit
 from ..models import conv_layer_names, example_input, input_size, model_cost
 from ..scoring import SkewnessScorer
@@ -68,7 +69,6 @@ from ..surgery import layer_out_channels, prune_channels
 from ..surgery.vit import (convert_vit_attention, is_vit, patch_embedding_parameters, prune_vit_embedding,
                            prune_vit_heads, vit_attention_paths, vit_embed_dim, vit_heads)
 from .prune_loop import LoopConfig, PruneStep, default_finetune, run_prune_loop
-from .scp import scoring_dataset
 
 FREEZE = ("auto", "none", "embed", "all-but-head")
 PATCH_LAYER = "conv_proj"

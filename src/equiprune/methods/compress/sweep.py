@@ -403,7 +403,7 @@ def _source(source: Any, splits: Any, arch: dict[str, Any] | None, data_config: 
     A reprogrammed model is refused (before any folder is written): compressing
     it would leave its trigger in front of a model it was not learned for.
     """
-    from ..reprogram.trigger import ReprogrammedModel
+    from ...models.trigger import ReprogrammedModel
     from ..runs import refuse_reprogrammed
 
     if isinstance(source, nn.Module):

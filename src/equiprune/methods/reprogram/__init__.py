@@ -6,13 +6,13 @@
 `load_reprogrammed` / `export_reprogrammed` read and write it as one checkpoint.
 """
 from .adversary import Adversary, projected_trigger_grad
-from .core import (CRITERIA, SELECT_ON, ReprogramConfig, ReprogramResult, check_unchanged, min_cell_accuracy,
-                   resolve_normalization, run_reprogram)
-from .pipeline import (ReprogramRunResult, SweepResult, describe_row, lambda_dir_name, reprogram_from_run,
-                       summarize, sweep_from_run)
-from .trigger import (IMAGENET_MEAN, IMAGENET_STD, PATCH_LOCATIONS, TRIGGER_INITS, TRIGGER_KINDS,
-                      FrozenModelChangedError, ReprogramError, ReprogrammedModel, Trigger, apply_reprogram_extra,
-                      default_size, export_reprogrammed, find_normalization, load_reprogrammed, wrap_with_trigger)
+from ...models.trigger import (IMAGENET_MEAN, IMAGENET_STD, PATCH_LOCATIONS, TRIGGER_INITS, TRIGGER_KINDS,
+                               ReprogramError, ReprogrammedModel, Trigger, apply_reprogram_extra, default_size,
+                               find_normalization, load_reprogrammed, wrap_with_trigger)
+from .core import (CRITERIA, SELECT_ON, FrozenModelChangedError, ReprogramConfig, ReprogramResult, check_unchanged,
+                   min_cell_accuracy, resolve_normalization, run_reprogram)
+from .pipeline import (ReprogramRunResult, SweepResult, describe_row, export_reprogrammed, lambda_dir_name,
+                       reprogram_from_run, summarize, sweep_from_run)
 
 __all__ = [
     "Adversary", "CRITERIA", "FrozenModelChangedError", "IMAGENET_MEAN", "IMAGENET_STD", "PATCH_LOCATIONS",

@@ -41,14 +41,17 @@ from ...metrics import MetricsError, fate
 from ...models import save_checkpoint
 from ...models.checkpoint import load_file, save_file, save_tensors
 from .adversary import Adversary, projected_trigger_grad
-from .trigger import (PATCH_LOCATIONS, TRIGGER_INITS, TRIGGER_KINDS, FrozenModelChangedError,
-                      ReprogramError, ReprogrammedModel, Trigger, check_geometry, default_size,
-                      find_normalization)
+from ...models.trigger import (PATCH_LOCATIONS, TRIGGER_INITS, TRIGGER_KINDS, ReprogramError, ReprogrammedModel,
+                               Trigger, check_geometry, default_size, find_normalization)
 
 CRITERIA = ("eodd", "dp")
 SELECT_ON = ("last", "val_min_acc", "val_fate")
 STATE_FILE = "reprogram_state.pt"
 RUNTIME_KEYS = ("device", "progress")
+
+
+class FrozenModelChangedError(RuntimeError):
+    """The model that reprogramming must leave untouched was modified."""
 
 
 @dataclass

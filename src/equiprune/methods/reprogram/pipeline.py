@@ -18,7 +18,8 @@ from torch import nn
 from ...engine import Predictions, RunDir, predict, resolve_device
 from ..audit import AuditConfig, AuditResult, audit_model
 from .core import ReprogramConfig, ReprogramResult, run_reprogram
-from .trigger import ReprogramError, ReprogrammedModel, check_geometry, default_size
+from ...models import save_checkpoint
+from ...models.trigger import ReprogramError, ReprogrammedModel, check_geometry, default_size, load_reprogrammed
 
 SECTION = "reprogram_audit"
 
@@ -199,3 +200,17 @@ def sweep_from_run(parent_path: str | Path, cfg: ReprogramConfig, lambdas: Seque
            f"{crit} with the paired interval excluding 0; trade-off plot {rd.file('tradeoff.png')}",
            echo=cfg.progress)
     return SweepResult(rows=rows, baseline=baseline, runs=runs, run=rd, plot=plot)
+
+
+def export_reprogrammed(run_dir: str | Path, path: str | Path) -> Path:
+    """Write one self-contained checkpoint (frozen model + trigger) of a reprogrammed run.
+
+    The file has the format of `models.save_checkpoint` (loads with
+    ``weights_only=True``); `load_reprogrammed(path)` returns the wrapped model,
+    `models.load_checkpoint(path)` the frozen model with the trigger in
+    ``extra["reprogram"]``.
+    """
+    rd = RunDir(run_dir, create=False)
+    wrapped, arch, extra = load_reprogrammed(rd.model_path)
+    return save_checkpoint(path, wrapped.model, arch, {**extra, "reprogram": wrapped.trigger.payload(
+        extra["reprogram"].get("settings"))})

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ...data.atomic import atomic_write
-from .trigger import Trigger
+from ...models.trigger import Trigger
 
 
 def _pyplot():

@@ -1,5 +1,11 @@
 """The fairness trigger and the reprogrammed (trigger + frozen model) module.
 
+It lives with the models, not with the method that trains it
+(`equiprune.methods.reprogram`): a reprogrammed run's model.pt is the frozen
+model with the trigger's payload in its `extra`, and every verb that opens a
+run folder (`methods.runs.open_run`) must put the trigger back in front of it
+without depending on the reprogramming method.
+
 The trigger lives in PIXEL space. Our datasets hand the model ImageNet-
 normalised tensors (``(pixel - mean) / std``); the wrapper maps its input back
 to pixels, applies the trigger there, and normalises again before the frozen
@@ -33,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import load_checkpoint
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRIGGER_KINDS = ("border", "patch")
@@ -43,10 +51,6 @@ PAYLOAD_FORMAT = 1
 
 class ReprogramError(ValueError):
     """Bad reprogramming settings or a checkpoint without a trigger."""
-
-
-class FrozenModelChangedError(RuntimeError):
-    """The model that reprogramming must leave untouched was modified."""
 
 
 def find_normalization(transform: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -240,26 +244,7 @@ def apply_reprogram_extra(model: nn.Module, extra: dict[str, Any]) -> nn.Module:
 def load_reprogrammed(path: str | Path, map_location: str | torch.device = "cpu"
                       ) -> tuple[ReprogrammedModel, dict[str, Any], dict[str, Any]]:
     """Load a reprogrammed checkpoint (a run's model.pt or an export): (wrapped model, arch, extra)."""
-    from ...models import load_checkpoint
-
     model, arch, extra = load_checkpoint(path, map_location=map_location)
     if not extra.get("reprogram"):
         raise ReprogramError(f"{path} holds no trigger; it is not the model of an `equiprune reprogram` run")
     return wrap_with_trigger(model, extra["reprogram"]), arch, extra
-
-
-def export_reprogrammed(run_dir: str | Path, path: str | Path) -> Path:
-    """Write one self-contained checkpoint (frozen model + trigger) of a reprogrammed run.
-
-    The file has the format of `models.save_checkpoint` (loads with
-    ``weights_only=True``); `load_reprogrammed(path)` returns the wrapped model,
-    `models.load_checkpoint(path)` the frozen model with the trigger in
-    ``extra["reprogram"]``.
-    """
-    from ...engine import RunDir
-    from ...models import save_checkpoint
-
-    rd = RunDir(run_dir, create=False)
-    wrapped, arch, extra = load_reprogrammed(rd.model_path)
-    return save_checkpoint(path, wrapped.model, arch, {**extra, "reprogram": wrapped.trigger.payload(
-        extra["reprogram"].get("settings"))})
