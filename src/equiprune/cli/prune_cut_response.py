@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..metrics import GAP_METRICS
 from .common import add_variant_arg, done
 
 EPILOG = """\
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--draws", type=int, default=5, help="random cuts per fraction (default 5)")
     g.add_argument("--split", choices=["val", "test"], default="val",
                    help="where the cut models are evaluated (default val, keeping test untouched)")
-    g.add_argument("--fair-metric", choices=["eodd", "eopp0", "eopp1", "dp"], default="eodd",
+    g.add_argument("--fair-metric", choices=GAP_METRICS, default="eodd",
                    help="the gap the findings compare (default eodd)")
     add_variant_arg(g)
     r = p.add_argument_group("runtime")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..metrics import FAIR_CRITERIA
 from .common import FINETUNE_LR, add_runtime_args, add_train_args, done, train_config_from_args
 
 EPILOG_FAIRPRUNE = """\
@@ -65,7 +66,7 @@ def _add_common(p: argparse.ArgumentParser, fair: bool) -> None:
                     help="iterative: stop once validation macro-F1 is this far below the start model (default 0.05)")
     it.add_argument("--th-fair", type=float, default=0.0,
                     help="iterative: stop once an iteration improves the gap by less than this (default 0.0)")
-    it.add_argument("--fair-metric", choices=["eodd", "eopp0", "eopp1"], default="eodd",
+    it.add_argument("--fair-metric", choices=FAIR_CRITERIA, default="eodd",
                     help="the gap for stopping and FATE (default eodd)")
     add_train_args(p, epochs=2, prefix="finetune-", title="fine-tuning after each pruning step (0 epochs = none)")
     add_runtime_args(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..metrics import FAIR_CRITERIA
 from .common import FINETUNE_LR, add_runtime_args, add_train_args, add_variant_arg, done, train_config_from_args
 
 EPILOG = """\
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop once validation macro-F1 is this far below the start model (default 0.05)")
     g.add_argument("--th-fair", type=float, default=0.0,
                    help="stop once an iteration improves the gap by less than this (default 0.0)")
-    g.add_argument("--fair-metric", choices=["eodd", "eopp0", "eopp1"], default="eodd",
+    g.add_argument("--fair-metric", choices=FAIR_CRITERIA, default="eodd",
                    help="the gap for stopping and FATE (default eodd)")
     g.add_argument("--select-on", choices=["val_fate", "val_worst_group_acc", "val_worst_group_auc"],
                    default="val_fate", help="keep the iteration with the best validation FATE (default) or, as "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..methods.reprogram.core import CRITERIA
 from .common import add_runtime_args, done
 
 EPILOG = """\
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--init", choices=["uniform", "zero"], default="uniform",
                    help="initial trigger: tanh of U(-1,1) values as the paper (default), or zero")
     o = p.add_argument_group("objective and training")
-    o.add_argument("--criterion", choices=["eodd", "dp"], default="eodd",
+    o.add_argument("--criterion", choices=CRITERIA, default="eodd",
                    help="equalized odds (the adversary also sees the true label; default) or demographic parity")
     lam = o.add_mutually_exclusive_group()
     lam.add_argument("--lambda", dest="lam", type=float, default=0.5,

@@ -29,12 +29,10 @@ from ..engine.health import check_finite, degenerate_warnings
 #: a group with fewer images than this gets a small-sample warning (report: beside its numbers too)
 SMALL_GROUP = 30
 from ..metrics import (
-    FATE_CRITERIA,
-    MetricsError,
     bootstrap_ci,
     bootstrap_samples,
-    fate,
-    fate_scores,
+    fate_samples,
+    fate_scores_or_undefined,
     group_fairness,
     intersect_groups,
     multigroup_gaps,
@@ -292,29 +290,19 @@ def _multigroup(dataset: Any, p: Predictions, spec: str, group_names: list[str],
     }
 
 
-def _fate_samples(sm: dict[str, np.ndarray], sb: dict[str, np.ndarray], cfg: AuditConfig,
-                  paired: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Bootstrap distribution of FATE from the model's (`sm`) and baseline's (`sb`) resamples.
+def _paired_resamples(sm: dict[str, np.ndarray], sb: dict[str, np.ndarray], cfg: AuditConfig,
+                      paired: dict[str, Any]) -> bool:
+    """Whether the model's (`sm`) and baseline's (`sb`) resamples are the same resamples.
 
     bootstrap_samples draws its resample indices from the group codes and the
     seed only, so two calls with the same seed see the same resamples. That is
-    checked against paired_bootstrap (which guarantees pairing) before use, and
-    an empty dict is returned if the check fails.
+    checked against paired_bootstrap (which guarantees pairing) before FATE
+    intervals are drawn from them.
     """
     d = sm["f1"] - sb["f1"]
     lo, hi = np.nanpercentile(d, [100 * cfg.alpha / 2, 100 * (1 - cfg.alpha / 2)])
-    if not (math.isclose(lo, paired["f1"]["lo"], abs_tol=1e-12)
-            and math.isclose(hi, paired["f1"]["hi"], abs_tol=1e-12)):
-        return {}
-    out: dict[str, np.ndarray] = {}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        acc_term = (sm["f1"] - sb["f1"]) / sb["f1"]
-        for fc in FATE_CRITERIA:
-            fc_term = (sm[fc] - sb[fc]) / sb[fc]
-            # A resample whose baseline is exactly fair (or has F1 0) has no FATE.
-            out[f"fate_{fc}"] = np.where((sb["f1"] > 0) & (sb[fc] > 0), acc_term - cfg.fate_lambda * fc_term,
-                                         np.nan)
-    return out
+    return (math.isclose(lo, paired["f1"]["lo"], abs_tol=1e-12)
+            and math.isclose(hi, paired["f1"]["hi"], abs_tol=1e-12))
 
 
 # ----------------------------------------------------------------------------- API
@@ -383,29 +371,21 @@ def audit_model(model: nn.Module, dataset: Any, cfg: AuditConfig | None = None,
         pb = paired_bootstrap(pred.y_true, baseline.y_pred, pred.y_pred, pred.groups, n_boot=cfg.n_boot,
                               seed=cfg.seed, alpha=cfg.alpha, num_classes=num_classes)
         result.paired = {k: asdict(v) for k, v in pb.items()}
-        try:
-            result.fate = dict(fate_scores(res, base, lam=cfg.fate_lambda))
-        except MetricsError:
-            # One criterion with a zero baseline must not hide the others.
-            undefined: dict[str, list[str]] = {}
-            for fc in FATE_CRITERIA:
-                try:
-                    result.fate[f"fate_{fc}"] = fate(res.f1, base.f1, getattr(res, fc), getattr(base, fc),
-                                                     cfg.fate_lambda)
-                except MetricsError as exc:
-                    result.fate[f"fate_{fc}"] = None
-                    undefined.setdefault(str(exc), []).append(f"FATE({fc})")
-            for msg, names in undefined.items():
-                result.notes.append(f"{', '.join(names)} left out. {msg}")
+        result.fate, undefined = fate_scores_or_undefined(res, base, lam=cfg.fate_lambda)
+        by_reason: dict[str, list[str]] = {}  # one criterion with a zero baseline must not hide the others
+        for k, msg in undefined.items():
+            by_reason.setdefault(msg, []).append(f"FATE({k[5:]})")
+        for msg, names in by_reason.items():
+            result.notes.append(f"{', '.join(names)} left out. {msg}")
         base_samples = bootstrap_samples(baseline.y_true, baseline.y_pred, baseline.groups, n_boot=cfg.n_boot,
                                          seed=cfg.seed, num_classes=num_classes)
-        fate_samples = _fate_samples(samples, base_samples, cfg, result.paired)
-        if not fate_samples:
+        if _paired_resamples(samples, base_samples, cfg, result.paired):
+            for k, s in fate_samples(samples, base_samples, lam=cfg.fate_lambda).items():
+                if result.fate.get(k) is not None:
+                    result.fate_intervals[k] = _interval_dict(result.fate[k], s, cfg.alpha)
+        else:
             result.notes.append("FATE intervals left out: the bootstrap resamples of the two models could "
                                 "not be paired.")
-        for k, s in fate_samples.items():
-            if result.fate.get(k) is not None:
-                result.fate_intervals[k] = _interval_dict(result.fate[k], s, cfg.alpha)
 
     if cfg.groups:
         result.multigroup = _multigroup(dataset, pred, cfg.groups, group_names, num_classes, cfg.min_group_size)

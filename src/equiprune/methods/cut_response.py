@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data import scoring_dataset
 from ..engine import RunDir
+from ..metrics import GAP_LABELS, GAP_METRICS
 from ..engine.distributed import progress_enabled
 from ..engine.train import evaluate
 from ..models import example_input, input_size
@@ -74,8 +75,8 @@ class CutResponseConfig:
             raise ValueError(f"split must be 'val' or 'test', got {self.split!r}")
         if self.variant not in ("reference", "paper"):
             raise ValueError(f"variant must be 'reference' or 'paper', got {self.variant!r}")
-        if self.fair_metric not in ("eodd", "eopp0", "eopp1", "dp"):
-            raise ValueError(f"fair_metric must be eodd, eopp0, eopp1 or dp, got {self.fair_metric!r}")
+        if self.fair_metric not in GAP_METRICS:
+            raise ValueError(f"fair_metric must be one of {', '.join(GAP_METRICS)}, got {self.fair_metric!r}")
 
 
 @dataclass
@@ -221,7 +222,7 @@ def cut_response_findings(section: dict[str, Any]) -> list[str]:
     snnl = {r["k"]: r for r in rows if r["choice"] == "snnl"}
     if base is None or not snnl:
         return []
-    label = {"eodd": "Eodd", "eopp0": "Eopp0", "eopp1": "Eopp1", "dp": "DP"}.get(metric, metric)
+    label = GAP_LABELS.get(metric, metric)
     layer, split = section.get("layer"), section.get("split", "val")
     below, above, inside = [], [], []
     for k, r in sorted(snnl.items()):

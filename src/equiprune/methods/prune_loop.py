@@ -46,12 +46,12 @@ from torch import nn
 from ..engine import RunDir, TrainConfig, evaluate, fit, set_seed
 from ..engine.distributed import check_consistent, is_distributed, module_shapes, on_main
 from ..engine.selection import WORST_GROUP_SELECT, undefined_selection_text, worst_group_record
-from ..metrics import MetricsError, fate
+from ..metrics import FAIR_CRITERIA, MetricsError, fate
 from ..models import example_input, input_size, last_conv_name, load_checkpoint, save_checkpoint
 from ..scoring import ChannelScorer, scorer_at
 from ..surgery import apply_channel_mask, layer_out_channels, prune_channels
 
-FAIR_METRICS = ("eodd", "eopp0", "eopp1")
+FAIR_METRICS = FAIR_CRITERIA  # metrics.FAIR_CRITERIA: the gaps FATE is defined on
 SELECTIONS = ("best", "last")
 # What "best" maximises: validation FATE (the papers), or MEDFAIR's worst-group rules.
 LOOP_SELECT_ON = ("val_fate", *WORST_GROUP_SELECT)

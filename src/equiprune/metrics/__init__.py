@@ -11,8 +11,8 @@ from .bootstrap import (
     bootstrap_samples,
     paired_bootstrap,
 )
-from .fairness import METRIC_NAMES, FairnessResult, MetricsError, group_fairness
-from .fate import FATE_CRITERIA, fate, fate_scores
+from .fairness import GAP_LABELS, GAP_METRICS, METRIC_NAMES, FairnessResult, MetricsError, group_fairness
+from .fate import FAIR_CRITERIA, FATE_CRITERIA, fate, fate_array, fate_samples, fate_scores, fate_scores_or_undefined
 from .group_scores import (
     SCORE_LABELS,
     SCORE_METRICS,
@@ -34,13 +34,19 @@ from .multigroup import (
 )
 
 __all__ = [
+    "GAP_LABELS",
+    "GAP_METRICS",
     "METRIC_NAMES",
     "FairnessResult",
     "MetricsError",
     "group_fairness",
+    "FAIR_CRITERIA",
     "FATE_CRITERIA",
     "fate",
+    "fate_array",
+    "fate_samples",
     "fate_scores",
+    "fate_scores_or_undefined",
     "Interval",
     "PairedInterval",
     "bootstrap_ci",

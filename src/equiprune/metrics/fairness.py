@@ -28,6 +28,8 @@ __all__ = [
     "MetricsError",
     "FairnessResult",
     "group_fairness",
+    "GAP_LABELS",
+    "GAP_METRICS",
     "METRIC_NAMES",
 ]
 
@@ -35,6 +37,12 @@ __all__ = [
 class MetricsError(ValueError):
     """Bad input to an ``equiprune.metrics`` function (the message says what to do)."""
 
+
+# The two-group gaps (absolute, lower is fairer), in the order commands offer them: the one list behind
+# CLI choices, tables and plots. F1 Diff. (`f1_diff`) is a gap too but is reported with the per-group F1.
+GAP_METRICS: tuple[str, ...] = ("eodd", "eopp0", "eopp1", "dp")
+# How reports name them (and the F1 gap).
+GAP_LABELS: dict[str, str] = {"eodd": "Eodd", "eopp0": "Eopp0", "eopp1": "Eopp1", "dp": "DP", "f1_diff": "F1 Diff."}
 
 # Order of the flat dictionary returned by FairnessResult.to_dict(); also the
 # set of numbers the bootstrap helpers give intervals for.

@@ -35,7 +35,8 @@ import pandas as pd
 
 from ..data import DataConfig, SynthDermConfig
 from ..engine import RunDir, TrainConfig, read_json, write_json
-from ..metrics import FATE_CRITERIA, MetricsError, bootstrap_samples, fate, group_fairness
+from ..metrics import (FATE_CRITERIA, GAP_LABELS, bootstrap_samples, fate_samples, fate_scores_or_undefined,
+                       group_fairness)
 from ..methods.audit import AuditConfig, audit_run, audit_section_name, predictions_name
 from ..methods.paired_runs import check_same_items, run_predictions
 from ..report import audit_and_report, compare_runs
@@ -279,20 +280,16 @@ def fate_against(run: Path | str, reference: Path | str, cfg: AuditConfig | None
     r = group_fairness(y, pb, g, num_classes=num_classes)
     sm = bootstrap_samples(y, pm, g, n_boot=cfg.n_boot, seed=cfg.seed, num_classes=num_classes)
     sb = bootstrap_samples(y, pb, g, n_boot=cfg.n_boot, seed=cfg.seed, num_classes=num_classes)
+    estimates, _ = fate_scores_or_undefined(m, r, lam=cfg.fate_lambda)
     out: dict[str, dict[str, float]] = {}
-    for fc in FATE_CRITERIA:
-        try:
-            est = fate(m.f1, r.f1, getattr(m, fc), getattr(r, fc), lam=cfg.fate_lambda)
-        except MetricsError:
-            out[f"fate_{fc}"] = {"estimate": math.nan, "lo": math.nan, "hi": math.nan}
+    for k, s in fate_samples(sm, sb, lam=cfg.fate_lambda).items():
+        if estimates[k] is None:
+            out[k] = {"estimate": math.nan, "lo": math.nan, "hi": math.nan}
             continue
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s = np.where((sb["f1"] > 0) & (sb[fc] > 0),
-                         (sm["f1"] - sb["f1"]) / sb["f1"] - cfg.fate_lambda * (sm[fc] - sb[fc]) / sb[fc], np.nan)
         s = s[np.isfinite(s)]
         lo, hi = (np.percentile(s, [100 * cfg.alpha / 2, 100 * (1 - cfg.alpha / 2)]) if s.size
                   else (math.nan, math.nan))
-        out[f"fate_{fc}"] = {"estimate": float(est), "lo": float(lo), "hi": float(hi)}
+        out[k] = {"estimate": float(estimates[k]), "lo": float(lo), "hi": float(hi)}
     return out
 
 
@@ -384,7 +381,7 @@ def _cell(iv: dict[str, float] | None) -> tuple[float, float, float]:
     return f(iv.get("estimate")), f(iv.get("lo")), f(iv.get("hi"))
 
 
-SUMMARY_KEYS = ("acc", "f1", "f1_avg", "f1_diff", "eopp0", "eopp1", "eodd")
+SUMMARY_KEYS = ("acc", "f1", "f1_avg", "f1_diff", *FATE_CRITERIA)
 
 
 def _render(out: Path, cfg: TableConfig, runs: dict[tuple[str, int], Path], label: dict[str, str],
@@ -479,9 +476,9 @@ def _write_pages(out: Path, cfg: TableConfig, frame: pd.DataFrame, summary: pd.D
             continue
         cells = {"parent": Path(str(r["parent"])).name if _present(r["parent"]) else "—"}
         for which, title in (("baseline", "vs vanilla"), ("parent", "vs parent")):
-            for fc, lab in zip(FATE_CRITERIA, ("Eopp0", "Eopp1", "Eodd")):
+            for fc in FATE_CRITERIA:
                 k = f"fate_{fc}_vs_{which}"
-                cells[f"FATE({lab}) {title}"] = _fmt(r[k], r[k + "_lo"], r[k + "_hi"])
+                cells[f"FATE({GAP_LABELS[fc]}) {title}"] = _fmt(r[k], r[k + "_lo"], r[k + "_hi"])
         fate_rows[row_name(r)] = cells
     sections = []
     runs_df = pd.DataFrame({"method": frame["name"].to_numpy(), "seed": frame["seed"].to_numpy(),
@@ -508,7 +505,7 @@ def _write_pages(out: Path, cfg: TableConfig, frame: pd.DataFrame, summary: pd.D
         sdf = pd.DataFrame({
             "seeds": summary["n_seeds"].to_numpy(),
             **{lab: [_mean_sd(r[f"{k}_mean"], r[f"{k}_sd"], r["n_seeds"]) for _, r in summary.iterrows()]
-               for k, lab in (("f1", "macro F1"), ("f1_diff", "F1 Diff."), ("eodd", "Eodd"))},
+               for k, lab in (("f1", "macro F1"), ("f1_diff", GAP_LABELS["f1_diff"]), ("eodd", GAP_LABELS["eodd"]))},
             **{lab: [_mean_sd(r[f"{k}_mean"], r[f"{k}_sd"], r["n_seeds"], sign=True) for _, r in summary.iterrows()]
                for k, lab in (("fate_eodd_vs_baseline", "FATE(Eodd) vs vanilla"),
                               ("fate_eodd_vs_parent", "FATE(Eodd) vs parent"))},

@@ -14,13 +14,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..engine import RunDir
+from ..metrics import GAP_LABELS
 from ..methods.cut_response import CHOICE_LABELS, CHOICES, SECTION, cut_response_findings
 from .html import Image, Section, write_page
 from .plots import GROUP_COLOURS, figure_png
 from .tables import frame_to_html, frame_to_markdown
 
 _COLOURS = {"snnl": "#D55E00", "snnl_high": "#009E73", "l1": "#CC79A7", "random": "#555555"}
-_METRIC_LABELS = {"eodd": "Eodd", "eopp0": "Eopp0", "eopp1": "Eopp1", "dp": "DP"}
 
 
 def _series(rows: list[Mapping[str, Any]], choice: str, key: str) -> tuple[list[int], np.ndarray, np.ndarray,
@@ -46,7 +46,7 @@ def cut_response_png(section: Mapping[str, Any]) -> bytes:
     split = section.get("split", "val")
     fig = Figure(figsize=(13, 3.6))
     axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
-    for ax, key, label in ((axes[0], metric, f"{split} {_METRIC_LABELS.get(metric, metric)}"),
+    for ax, key, label in ((axes[0], metric, f"{split} {GAP_LABELS.get(metric, metric)}"),
                            (axes[1], "f1", f"{split} macro-F1")):
         for c in _choices(rows):
             ks, mean, lo, hi = _series(rows, c, key)
@@ -81,7 +81,7 @@ def cut_response_frame(section: Mapping[str, Any]) -> pd.DataFrame:
     table["draws"] = rows.groupby(["k", "choice"], sort=False).size().to_numpy()
     table["choice"] = table["choice"].map(lambda c: CHOICE_LABELS.get(c, "uncut model"))
     names = list(section.get("group_names") or [])
-    rename = {metric: _METRIC_LABELS.get(metric, metric), "f1": "macro-F1", "k": "channels cut"}
+    rename = {metric: GAP_LABELS.get(metric, metric), "f1": "macro-F1", "k": "channels cut"}
     rename.update({f"acc_g{g}": f"accuracy {n}" for g, n in enumerate(names[:2])})
     return table.rename(columns=rename).round(4).set_index("channels cut")
 

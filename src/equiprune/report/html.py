@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..data.atomic import atomic_write_bytes, atomic_write_text
 from ..engine import RunDir, read_json, write_json
+from ..metrics import FATE_CRITERIA, GAP_LABELS
 from . import plots
 from .scores import score_sections, tradeoff_findings
 from .tables import (cost_frame, frame_to_html, frame_to_markdown, group_labels, make_table1, md_text,
@@ -362,8 +363,8 @@ def _paired_frame(audit: Mapping[str, Any]) -> pd.DataFrame | None:
     paired = audit.get("paired") or {}
     if not paired:
         return None
-    keys = [("acc", "accuracy"), ("f1", "macro F1"), ("f1_g0", None), ("f1_g1", None), ("f1_diff", "F1 Diff."),
-            ("eopp0", "Eopp0"), ("eopp1", "Eopp1"), ("eodd", "Eodd"), ("dp", "DP")]
+    keys = [("acc", "accuracy"), ("f1", "macro F1"), ("f1_g0", None), ("f1_g1", None),
+            *((k, GAP_LABELS[k]) for k in ("f1_diff", *FATE_CRITERIA, "dp"))]
     g0, g1 = (list(audit.get("group_names") or []) + ["group 0", "group 1"])[:2]
     rows = {}
     for k, label in keys:

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..metrics import FATE_CRITERIA, GAP_LABELS, GAP_METRICS
+
 __all__ = [
     "group_bars_png",
     "confusion_png",
@@ -84,7 +86,7 @@ def group_bars_png(audit: Mapping[str, Any], title: str | None = None) -> bytes:
     ax1.set_title("Accuracy by group")
     ax1.legend(loc="upper left", ncol=2, fontsize=8, frameon=False)
 
-    gaps = ["eopp0", "eopp1", "eodd"]
+    gaps = list(FATE_CRITERIA)
     vals = np.array([_iv(audit, k) for k in gaps])
     xg = np.arange(len(gaps))
     base = (audit.get("baseline") or {}).get("metrics") if audit.get("baseline") else None
@@ -95,7 +97,7 @@ def group_bars_png(audit: Mapping[str, Any], title: str | None = None) -> bytes:
         ax2.bar(xg + bw / 2, [_f(base.get(k)) for k in gaps], bw, color="white", edgecolor=NEUTRAL,
                 hatch="//", label="baseline")
         ax2.legend(fontsize=8, frameon=False)
-    ax2.set_xticks(xg, ["Eopp0", "Eopp1", "Eodd"])
+    ax2.set_xticks(xg, [GAP_LABELS[k] for k in gaps])
     ax2.set_title("Fairness gaps (lower is fairer)")
     top = np.nanmax(np.r_[vals[:, 2], vals[:, 0], [0.05]])
     ax2.set_ylim(0, max(0.05, 1.15 * top))
@@ -155,7 +157,7 @@ def history_png(history: Sequence[Mapping[str, Any]], title: str = "Training his
     panels = [
         ("loss", series(lambda k: "loss" in k)),
         ("accuracy / F1", series(lambda k: ("f1" in k or k.endswith("acc")) and "loss" not in k)),
-        ("fairness gap", series(lambda k: any(s in k for s in ("eodd", "eopp", "dp")) and "fate" not in k)),
+        ("fairness gap", series(lambda k: any(s in k for s in GAP_METRICS) and "fate" not in k)),
         ("FATE", series(lambda k: "fate" in k)),
     ]
     panels = [(t, ks) for t, ks in panels if ks]

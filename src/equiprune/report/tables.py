@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..data.atomic import atomic_write_text
 from ..methods.audit import SMALL_GROUP
+from ..metrics import FATE_CRITERIA, GAP_LABELS
 
 __all__ = [
     "Cell",
@@ -58,7 +59,8 @@ def _build_columns() -> tuple[Column, ...]:
     for top, base in (("Precision", "precision"), ("Recall", "recall"), ("F1", "f1")):
         cols += [Column(top, "g0", f"{base}_g0", 1), Column(top, "g1", f"{base}_g1", 1),
                  Column(top, "Avg.", f"{base}_avg", 1), Column(top, "Diff.", f"{base}_diff", -1)]
-    for fc, label in (("eopp0", "Eopp0"), ("eopp1", "Eopp1"), ("eodd", "Eodd")):
+    for fc in FATE_CRITERIA:
+        label = GAP_LABELS[fc]
         cols += [Column(label, "", fc, -1), Column(f"FATE({label})", "", f"fate_{fc}", 1)]
     return tuple(cols)
 
@@ -121,7 +123,7 @@ def row_from_audit(name: str, audit: Mapping[str, Any]) -> TableRow:
             cells[key] = Cell(_f(metrics[key]))
     fate = audit.get("fate") or {}
     fate_iv = audit.get("fate_intervals") or {}
-    for fc in ("eopp0", "eopp1", "eodd"):
+    for fc in FATE_CRITERIA:
         k = f"fate_{fc}"
         if k in fate_iv:
             iv = fate_iv[k]
@@ -429,8 +431,8 @@ def format_terminal(audit: Mapping[str, Any], digits: int = 3, ci_digits: int = 
     lines += ["", _pad(block)]
     has_fate = bool(audit.get("baseline")) or any(k.startswith("fate_") for k in row)
     fair = [["", "gap"] + (["FATE vs baseline"] if has_fate else [])]
-    for label, fc in (("Eopp0", "eopp0"), ("Eopp1", "eopp1"), ("Eodd", "eodd")):
-        fair.append([label, format_cell(row.get(fc), digits, ci_digits)]
+    for fc in FATE_CRITERIA:
+        fair.append([GAP_LABELS[fc], format_cell(row.get(fc), digits, ci_digits)]
                     + ([format_cell(row.get(f"fate_{fc}"), digits, ci_digits)] if has_fate else []))
     lines += ["", _pad(fair)]
     return "\n".join(lines)

@@ -43,6 +43,7 @@ from torch import nn
 
 from ...data.atomic import atomic_write, atomic_write_text
 from ...engine import Predictions, RunDir, TrainConfig
+from ...metrics import GAP_METRICS as TWO_GROUP_GAPS
 from ...models import input_size, load_checkpoint
 from ..audit import AuditConfig, AuditResult, audit_model, store_audit
 from .base import CompressError, CompressResult, measure_cost
@@ -60,10 +61,10 @@ DEFAULT_SWEEPS: dict[str, list[float | str]] = {
     "distill": [0.75, 0.5, 0.25],
     "lowrank": [0.99, 0.95, 0.9, 0.8, 0.6],
 }
-# Gaps whose paired difference (compressed - uncompressed) > 0 means "less fair".
-GAP_METRICS = ("eodd", "eopp0", "eopp1", "dp", "f1_diff")
+# Gaps whose paired difference (compressed - uncompressed) > 0 means "less fair": metrics.GAP_METRICS and F1 Diff.
+GAP_METRICS = (*TWO_GROUP_GAPS, "f1_diff")
 # Metrics kept with intervals and paired differences in every history record.
-KEY_METRICS = ("acc", "f1", "f1_g0", "f1_g1", "f1_diff", "acc_g0", "acc_g1", "eodd", "eopp0", "eopp1", "dp")
+KEY_METRICS = ("acc", "f1", "f1_g0", "f1_g1", "f1_diff", "acc_g0", "acc_g1", *TWO_GROUP_GAPS)
 # Settings that do not change results, left out of the resume check.
 _VOLATILE = ("sweep", "progress")
 
@@ -266,12 +267,12 @@ def sweep_table(records: list[dict[str, Any]], uncompressed: dict[str, Any]) -> 
             "mmacs": _num(c.get("macs")) / 1e6, "latency_ms": _num(c.get("latency_ms")),
             "speedup": _num(r.get("speedup")),
         }
-        for k in ("acc", "f1", "f1_g0", "f1_g1", "f1_diff", "eodd", "eopp0", "eopp1", "dp"):
+        for k in ("acc", "f1", "f1_g0", "f1_g1", "f1_diff", *TWO_GROUP_GAPS):
             iv = (r.get("intervals") or {}).get(k) or {}
             row[k] = _num(iv.get("estimate", r["metrics"].get(k)))
             if k in ("f1_g0", "f1_g1", "f1", "eodd", "eopp1", "eopp0"):
                 row[f"{k}_lo"], row[f"{k}_hi"] = _num(iv.get("lo")), _num(iv.get("hi"))
-        for k in ("f1", "eodd", "eopp0", "eopp1", "dp", "f1_diff"):
+        for k in ("f1", *GAP_METRICS):
             p = (r.get("paired") or {}).get(k) or {}
             row[f"d_{k}"], row[f"d_{k}_lo"], row[f"d_{k}_hi"] = (_num(p.get("estimate")), _num(p.get("lo")),
                                                                  _num(p.get("hi")))

@@ -17,7 +17,7 @@ from torch import nn
 
 from ...engine import Predictions, RunDir, predict, resolve_device
 from ..audit import AuditConfig, AuditResult, audit_model
-from .core import ReprogramConfig, ReprogramResult, run_reprogram
+from .core import CRITERIA, ReprogramConfig, ReprogramResult, run_reprogram
 from ...models import save_checkpoint
 from ...models.trigger import ReprogramError, ReprogrammedModel, check_geometry, default_size, load_reprogrammed
 
@@ -45,7 +45,7 @@ class SweepResult:
     plot: Path | None = None
 
 
-def summarize(audit: AuditResult, lam: float | None, fair_metrics: Sequence[str] = ("eodd", "dp")) -> dict[str, Any]:
+def summarize(audit: AuditResult, lam: float | None, fair_metrics: Sequence[str] = CRITERIA) -> dict[str, Any]:
     """Flat row: F1 and the gaps with intervals, and the paired change of each gap vs the baseline."""
     row: dict[str, Any] = {"lam": lam}
     for k in ("f1", "acc", *fair_metrics):
