@@ -14,6 +14,7 @@ from equiprune.methods.compress.order import order_study
 from equiprune.methods.compress.sweep import CompressConfig
 from equiprune.methods.scp import SCPConfig
 from equiprune.models import build_model, load_checkpoint
+from equiprune.report.compress_report import write_order_outputs
 
 SIZE = 32
 ARCH = {"name": "resnet18", "num_classes": 3, "width": 0.125, "image_size": SIZE}
@@ -47,7 +48,7 @@ def _cfgs(method: str, sweep):
 
 def test_order_study_runs_both_orders_and_compares_them(model, splits, tmp_path):
     ccfg, scp = _cfgs("prune-structured", [0.5])
-    res = order_study(model, ccfg, scp, tmp_path / "o", splits=splits, arch=ARCH)
+    res = write_order_outputs(order_study(model, ccfg, scp, tmp_path / "o", splits=splits, arch=ARCH))
     arms = {(r["point"], r["arm"]) for r in res.records}
     assert arms == {("-", "scp"), ("0.5", "compressed"), ("0.5", "compress_then_scp"), ("0.5", "scp_then_compress")}
     last = "layer4.1.conv2"  # SCP's default layer: the last conv

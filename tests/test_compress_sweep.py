@@ -12,7 +12,8 @@ from equiprune.engine import RunDir, TrainConfig, fit
 from equiprune.methods.audit import AuditConfig
 from equiprune.methods.compress import CompressError, sweep as sweep_mod
 from equiprune.methods.compress.sweep import (CompressConfig, point_label, run_compress_sweep, sweep_table,
-                                              table_markdown, widened_gaps)
+                                              widened_gaps)
+from equiprune.report.compress_report import table_markdown, write_sweep_outputs
 from equiprune.models import build_model
 
 SIZE = 32
@@ -47,7 +48,7 @@ def _cfg(method: str = "prune-global", sweep=(0.3, 0.6), **kw) -> CompressConfig
 
 
 def test_sweep_writes_points_records_table_and_plots(model, splits, tmp_path):
-    res = run_compress_sweep(model, _cfg(), tmp_path / "sw", splits=splits, arch=ARCH)
+    res = write_sweep_outputs(run_compress_sweep(model, _cfg(), tmp_path / "sw", splits=splits, arch=ARCH))
     rd = RunDir(tmp_path / "sw")
     hist = rd.read_metrics()["history"]
     assert [r["point"] for r in hist] == ["0.3", "0.6"] == [r["point"] for r in res.records]

@@ -17,6 +17,7 @@ from equiprune.methods.reprogram import (IMAGENET_MEAN, IMAGENET_STD, Adversary,
                                          check_unchanged, export_reprogrammed, find_normalization,
                                          load_reprogrammed, projected_trigger_grad, run_reprogram)
 from equiprune.models import build_model, load_checkpoint, save_checkpoint
+from equiprune.report.reprogram_plots import write_reprogram_pictures
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -231,6 +232,7 @@ def test_save_reload_and_export_give_identical_outputs(tiny_splits, tmp_path):
                           batch_size=64, lr_trigger=0.05, device="cpu", progress=False)
     run = tmp_path / "run"
     res = run_reprogram(model, tiny_splits, cfg, run_dir=run, arch=arch, extra={"classes": ["a", "b", "c"]})
+    assert write_reprogram_pictures(res) == run / "trigger.png"  # the picture is the report's
     x = torch.stack([tiny_splits.test[i][0] for i in range(8)])
     with torch.no_grad():
         ref = res.model(x)

@@ -9,7 +9,7 @@ pytest.importorskip("matplotlib")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from equiprune.methods.reprogram import plots  # noqa: E402
+from equiprune.report import reprogram_plots as plots  # noqa: E402
 from equiprune.models.trigger import Trigger  # noqa: E402
 
 

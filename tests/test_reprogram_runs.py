@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from equiprune import api
 from equiprune.engine import RunDir, predict
 from equiprune.methods.audit import AuditConfig
 from equiprune.methods.reprogram import (ReprogramConfig, ReprogramError, load_reprogrammed,
@@ -38,7 +39,7 @@ def test_reprogram_from_run_writes_a_complete_run_and_compares_with_the_frozen_m
     cfg = ReprogramConfig(trigger="border", size=2, epochs=1, lr_trigger=0.01, device="cpu", progress=False)
     acfg = AuditConfig(n_boot=50, device="cpu", latency=False)
     out = root / "repro"
-    res = reprogram_from_run(base, cfg, out, audit_cfg=acfg)
+    res = api.reprogram(base, cfg, out, audit_cfg=acfg)  # reprogram_from_run and its trigger.png
     for name in ("config.json", "metrics.json", "model.pt", "trigger.pt", "trigger.png", "log.txt"):
         assert (out / name).exists(), name
     config = json.loads((out / "config.json").read_text())

@@ -25,6 +25,8 @@ from .report import ComparisonResult, audit_and_report, audit_checkpoint_and_rep
 
 if TYPE_CHECKING:
     from .influence import InfluenceConfig, TrimConfig
+    from .methods.compress.order import OrderStudyResult
+    from .methods.compress.sweep import CompressConfig, SweepResult
     from .influence import Source as InfluenceSource
     from .methods.mitigate import MitigationConfig, MitigationResult
     from .methods.reprogram import ReprogramConfig
@@ -73,6 +75,27 @@ def cut_response(run: str | Path, cfg: CutResponseConfig, out: str | Path) -> Cu
     return result
 
 
+def compress(run: str | Path, cfg: "CompressConfig", out: str | Path) -> "SweepResult":
+    """`equiprune compress`: a sweep of one compression technique, every point audited against the input model.
+
+    Writes `out` (a run folder with one run folder per point), its
+    sweep_table.csv/.md and the fairness-vs-cost plots.
+    """
+    from .methods.compress.sweep import compress_from_run
+    from .report.compress_report import write_sweep_outputs
+    return write_sweep_outputs(compress_from_run(run, cfg, out))
+
+
+def compress_order(run: str | Path, cfg: "CompressConfig", scp: SCPConfig, out: str | Path) -> "OrderStudyResult":
+    """`equiprune compress --order-study`: compress-then-SCP against SCP-then-compress at every sweep value.
+
+    Writes `out` (one run folder per model) and its order_table.csv/.md.
+    """
+    from .methods.compress.order import order_study_from_run
+    from .report.compress_report import write_order_outputs
+    return write_order_outputs(order_study_from_run(run, cfg, scp, out))
+
+
 def audit(run: str | Path, cfg: AuditConfig | None = None, baseline: str | Path | None = None) -> AuditResult:
     """`equiprune audit`: metrics with intervals, FATE against the baseline, report.html."""
     return audit_and_report(run, cfg, baseline_run=baseline)
@@ -100,10 +123,29 @@ def report(runs: Sequence[str | Path], out: str | Path | None = None,
     return compare_runs(runs, out_dir=out, names=names, columns=columns)
 
 
-def reprogram(run: str | Path, cfg: "ReprogramConfig", out: str | Path, lambdas: Sequence[float] | None = None):
-    """`equiprune reprogram`: a fairness trigger for the frozen model of a run (a λ sweep with `lambdas`)."""
-    from .methods.reprogram import reprogram_from_run, sweep_from_run
-    return sweep_from_run(run, cfg, lambdas, out) if lambdas else reprogram_from_run(run, cfg, out)
+def reprogram(run: str | Path, cfg: "ReprogramConfig", out: str | Path, lambdas: Sequence[float] | None = None,
+              audit_cfg: AuditConfig | None = None, export: str | Path | None = None):
+    """`equiprune reprogram`: a fairness trigger for the frozen model of a run (a λ sweep with `lambdas`).
+
+    Writes the run folder with its trigger.png; a sweep also tradeoff.png and
+    one run folder per λ. `export`: also write the reprogrammed model as one
+    checkpoint file (single λ only). Returns a `ReprogramRunResult` (a
+    `SweepResult` with `lambdas`).
+    """
+    from .methods.reprogram import ReprogramError, export_reprogrammed, reprogram_from_run, sweep_from_run
+    from .report.reprogram_plots import write_reprogram_pictures, write_sweep_pictures
+    if lambdas is not None:
+        if export:
+            raise ReprogramError("--export works with a single --lambda; export one λ of a sweep with "
+                                 "`equiprune reprogram` on that λ, or export_reprogrammed(OUT/lambda_<λ>, FILE)")
+        result = sweep_from_run(run, cfg, lambdas, out, audit_cfg=audit_cfg)
+        write_sweep_pictures(result)
+        return result
+    result = reprogram_from_run(run, cfg, out, audit_cfg=audit_cfg)
+    write_reprogram_pictures(result)
+    if export:
+        result.exported = export_reprogrammed(out, export)
+    return result
 
 
 def influence(source: "InfluenceSource", cfg: "InfluenceConfig | None" = None, out: str | Path = "runs/influence"):

@@ -112,8 +112,9 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    from .. import api
+
     if args.order_study:
-        from ..methods.compress.order import order_study_from_run
         from ..methods.prune_loop import default_finetune
         from ..methods.scp import SCPConfig
 
@@ -121,14 +122,12 @@ def run(args: argparse.Namespace) -> int:
         ft.epochs, ft.seed, ft.device, ft.progress = args.scp_epochs, args.seed, args.device, not args.quiet
         scp = SCPConfig(ratio=args.scp_ratio, max_iters=args.scp_max_iters, finetune=ft, seed=args.seed,
                         progress=not args.quiet)
-        study = order_study_from_run(args.run, cfg, scp, args.out)
+        study = api.compress_order(args.run, cfg, scp, args.out)
         print(study.table_md.read_text() if study.table_md else "")
         done("order-study table", study.table_md)
         done("run folder", args.out)
         return 0
-    from ..methods.compress.sweep import compress_from_run
-
-    result = compress_from_run(args.run, cfg, args.out)
+    result = api.compress(args.run, cfg, args.out)
     widened = [r["point"] for r in result.records if r["widened"]]
     print(f"{len(result.records)} points audited; a fairness gap widened significantly at: "
           f"{', '.join(widened) if widened else 'none'}")

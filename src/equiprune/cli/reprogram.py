@@ -80,9 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import api
     from ..methods.audit import AuditConfig
-    from ..methods.reprogram import ReprogramConfig, export_reprogrammed, reprogram_from_run, sweep_from_run
-    from ..methods.reprogram.pipeline import describe_row
+    from ..methods.reprogram import ReprogramConfig, describe_row
 
     cfg = ReprogramConfig(trigger=args.trigger, size=args.size, location=args.location, shrink=not args.no_shrink,
                           init=args.init,
@@ -92,20 +92,17 @@ def run(args: argparse.Namespace) -> int:
                           device=args.device, progress=not args.quiet)
     acfg = AuditConfig(split=args.split, n_boot=args.n_boot, seed=args.seed, device=args.device, latency=False)
     crit = args.criterion
-    if args.export and args.lambda_sweep is not None:
-        raise ValueError("--export works with a single --lambda; export one λ of a sweep with "
-                         "`equiprune reprogram` on that λ, or export_reprogrammed(OUT/lambda_<λ>, FILE)")
+    res = api.reprogram(args.run, cfg, args.out, lambdas=args.lambda_sweep, audit_cfg=acfg, export=args.export)
     if args.lambda_sweep is None:
-        res = reprogram_from_run(args.run, cfg, args.out, audit_cfg=acfg)
         s = res.summary
         print(f"{args.split}: {describe_row(s, crit)}")
         done("run folder", args.out)
         print(f"trigger image: {res.run.file('trigger.png')}")
-        if args.export:
-            done("exported model (frozen model + trigger)", export_reprogrammed(args.out, args.export))
+        if res.exported:
+            done("exported model (frozen model + trigger)", res.exported)
         print(f"next: equiprune audit --run {args.out}")
         return 0
-    sweep = sweep_from_run(args.run, cfg, args.lambda_sweep, args.out, audit_cfg=acfg)
+    sweep = res
     b = sweep.baseline
     print(f"frozen model ({args.split}): {describe_row(b, crit)}")
     for r in sweep.rows:

@@ -32,6 +32,7 @@ from .multigroup import (
     multigroup_gaps,
     multigroup_table,
 )
+from .numbers import float_or_nan, format_float
 
 __all__ = [
     "GAP_LABELS",
@@ -60,6 +61,8 @@ __all__ = [
     "bootstrap_group_scores",
     "group_scores",
     "paired_group_scores",
+    "float_or_nan",
+    "format_float",
     "PAIR_METRICS",
     "TABLE_METRICS",
     "IntersectedGroups",

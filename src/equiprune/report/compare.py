@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine import RunDir, RunError
+from ..metrics.numbers import float_or_nan as _f  # one rule for stored numbers
 from ..methods.audit import AuditConfig, audit_section_name
 from .audit_report import audit_and_report
 from . import plots
@@ -308,13 +309,6 @@ def _score_sections(entries: list[RunEntry], columns: Sequence[str] | None, out:
                     "accuracy and AUC, the AUC and ECE gaps between the groups, the largest FNR gap (underdiagnosis) "
                     "over classes, and Eodd at specificity 0.8 (docs/GROUP_SCORES.md). Other columns: "
                     "`equiprune report --columns ...`.", html=html, markdown=md)]
-
-
-def _f(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _iv3(audit: Mapping[str, Any], key: str) -> tuple[float, float, float]:

@@ -24,6 +24,7 @@ import pandas as pd
 from ..data.atomic import atomic_write_bytes, atomic_write_text
 from ..engine import RunDir, read_json, write_json
 from ..metrics import FATE_CRITERIA, GAP_LABELS
+from ..metrics.numbers import float_or_nan as _f  # one rule for stored numbers
 from . import plots
 from .scores import score_sections, tradeoff_findings
 from .tables import (cost_frame, frame_to_html, frame_to_markdown, group_labels, make_table1, md_text,
@@ -209,13 +210,6 @@ def load_report_sections(run_path: str | Path) -> list[Section]:
 
 
 # --------------------------------------------------------------------- run report
-
-
-def _f(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _kv(pairs: Sequence[tuple[str, str]]) -> tuple[str, str]:

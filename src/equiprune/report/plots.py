@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..metrics import FATE_CRITERIA, GAP_LABELS, GAP_METRICS
+from ..metrics.numbers import float_or_nan as _f  # one rule for stored numbers
 
 __all__ = [
     "group_bars_png",
@@ -38,13 +39,6 @@ def figure_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", facecolor="white")
     return buf.getvalue()
-
-
-def _f(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _iv(audit: Mapping[str, Any], key: str) -> tuple[float, float, float]:

@@ -26,6 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..engine import RunDir, read_json
+from ..metrics import format_float
 from ..scoring.skewness import spearman
 from .html import SECTIONS_FILE, Image, Section, add_report_section
 from .plots import NEUTRAL, figure_png
@@ -192,7 +193,8 @@ def _section_text(metrics: Mapping[str, Any]) -> str:
         rho_s = f"{rho:+.3f}" if isinstance(rho, (int, float)) else "n/a"
         lines.append(f"Premise check, {_short(name)}: Spearman(skewness, SNNL-Fair) = {rho_s} over "
                      f"{p.get('n')} components; mean SNNL-Fair of the cut ones "
-                     f"{_fmt(p.get('snnl_mean_below'))} vs kept {_fmt(p.get('snnl_mean_above'))}.")
+                     f"{format_float(p.get('snnl_mean_below'), missing='n/a')} vs kept "
+                     f"{format_float(p.get('snnl_mean_above'), missing='n/a')}.")
     if len(premise) > 2:
         lines.append("The pooled correlation mixes layers whose SNNL-Fair levels differ; the per-layer values "
                      "are the cleaner reading.")
@@ -202,10 +204,6 @@ def _section_text(metrics: Mapping[str, Any]) -> str:
                      "and the correlation is positive. A correlation near zero or negative means the premise "
                      "is not supported on these data.")
     return "\n\n".join(lines)
-
-
-def _fmt(x: Any) -> str:
-    return f"{x:.4f}" if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
 
 
 def skew_section(run_path: str | Path) -> Section | None:

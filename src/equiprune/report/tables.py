@@ -24,6 +24,7 @@ import pandas as pd
 from ..data.atomic import atomic_write_text
 from ..methods.audit import SMALL_GROUP
 from ..metrics import FATE_CRITERIA, GAP_LABELS
+from ..metrics.numbers import float_or_nan as _f  # one rule for stored numbers
 
 __all__ = [
     "Cell",
@@ -86,13 +87,6 @@ class TableRow:
 
     name: str
     cells: dict[str, Cell] = field(default_factory=dict)
-
-
-def _f(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def format_cell(cell: Cell | None, digits: int = 3, ci_digits: int = 2) -> str:

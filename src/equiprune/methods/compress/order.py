@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from ...data.atomic import atomic_write_text
 from ...engine import RunDir
 from ...metrics import paired_bootstrap
 from ...models import input_size
@@ -73,6 +72,7 @@ class OrderStudyResult:
     run: RunDir | None = None
     table_csv: Path | None = None
     table_md: Path | None = None
+    method: str = ""
 
 
 def _scp_settings(scp: Any) -> dict[str, Any]:
@@ -234,13 +234,10 @@ def order_study(source: Any, cfg: CompressConfig, scp: Any, run_dir: str | Path 
     point_order = {lab: i for i, lab in enumerate(["-", *labels])}
     records.sort(key=lambda r: (point_order.get(r["point"], 99), arm_order[r["arm"]]))
     table = order_table(records, uncompressed)
-    result = OrderStudyResult(records=records, comparison=comparison, table=table, uncompressed=uncompressed, run=rd)
-    if rd is not None:
+    result = OrderStudyResult(records=records, comparison=comparison, table=table, uncompressed=uncompressed, run=rd,
+                              method=cfg.method)
+    if rd is not None:  # the tables are the report's (report.compress_report.write_order_outputs)
         rd.set_section("order_comparison", comparison)
-        result.table_csv = rd.file("order_table.csv")
-        table.to_csv(result.table_csv, index=False)
-        result.table_md = rd.file("order_table.md")
-        atomic_write_text(result.table_md, order_markdown(table, comparison, cfg.method))
     return result
 
 
@@ -258,37 +255,6 @@ def order_table(records: list[dict[str, Any]], uncompressed: dict[str, Any]) -> 
                      "d_f1": r["paired"].get("f1", {}).get("estimate", math.nan),
                      "fate_eodd": r["fate"].get("fate_eodd"), "widened": ",".join(r["widened"])})
     return pd.DataFrame(rows)
-
-
-def _f(x: Any, digits: int = 4) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if not np.isfinite(v) else f"{v:.{digits}f}"
-
-
-def order_markdown(table: pd.DataFrame, comparison: dict[str, dict[str, Any]], method: str) -> str:
-    """The order study as Markdown: every model, then the direct comparison of the two orders."""
-    lines = [f"# Order study: {method} and SCP", "",
-             "Δ columns: paired bootstrap against the uncompressed model; ▲ a gap that widened significantly.", "",
-             "| point | model | size MB | latency ms | macro-F1 | F1 g0 | F1 g1 | Eodd | Eopp1 | ΔEodd | ΔF1 | "
-             "FATE(Eodd) | widened |", "|" + "---|" * 13]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join([
-            str(r["point"]), ARM_LABELS.get(r["arm"], r["arm"]), _f(r["size_mb"], 3), _f(r["latency_ms"], 2),
-            _f(r["f1"]), _f(r["f1_g0"]), _f(r["f1_g1"]),
-            _f(r["eodd"]) + (" ▲" if "eodd" in str(r["widened"]).split(",") else ""),
-            _f(r["eopp1"]), _f(r["d_eodd"]), _f(r["d_f1"]), _f(r["fate_eodd"]), str(r["widened"] or "")]) + " |")
-    lines += ["", "## SCP → compress minus compress → SCP (paired bootstrap, 95% intervals)", "",
-              "| point | ΔEodd | ΔEopp1 | ΔF1 | verdict |", "|---|---|---|---|---|"]
-    for label, comp in comparison.items():
-        e = comp["eodd"]
-        verdict = ("mitigating first is fairer" if e["hi"] < 0 else
-                   "compressing first is fairer" if e["lo"] > 0 else "no significant difference in Eodd")
-        cell = lambda k: f"{comp[k]['estimate']:+.4f} [{comp[k]['lo']:+.3f}, {comp[k]['hi']:+.3f}]"  # noqa: E731
-        lines.append(f"| {label} | {cell('eodd')} | {cell('eopp1')} | {cell('f1')} | {verdict} |")
-    return "\n".join(lines) + "\n"
 
 
 def order_study_from_run(run_path: str | Path, cfg: CompressConfig, scp: Any, out: str | Path) -> OrderStudyResult:

@@ -162,6 +162,7 @@ class ReprogramResult:
     config: ReprogramConfig
     run: RunDir | None = None
     normalization: dict[str, list[float]] = field(default_factory=dict)
+    example: torch.Tensor | None = None  # an image to show behind the trigger (report.reprogram_plots)
 
     @property
     def trigger(self) -> Trigger:
@@ -257,7 +258,8 @@ def run_reprogram(model: nn.Module, splits: Any, cfg: ReprogramConfig,
     its weights and buffers are checked to be bit-identical afterwards (a
     FrozenModelChangedError otherwise). With `run_dir`, the training state is
     saved after every epoch (an interrupted run resumes), the per-epoch history
-    goes to metrics.json, the trigger to ``trigger.pt`` and ``trigger.png``,
+    goes to metrics.json, the trigger to ``trigger.pt`` (its picture, ``trigger.png``, is
+    `report.reprogram_plots.write_reprogram_pictures`'s),
     and, when `arch` (the build_model recipe of `model`) is given, the
     reprogrammed model to ``model.pt`` (the frozen model's checkpoint with the
     trigger in ``extra["reprogram"]``, merged into `extra`).
@@ -406,12 +408,10 @@ def run_reprogram(model: nn.Module, splits: Any, cfg: ReprogramConfig,
                                      "frozen_weights_unchanged": True, "normalization": normalization})
         payload = trigger.payload(cfg.settings())
         save_tensors(rd.file("trigger.pt"), payload)
-        from .plots import save_trigger_png
-        example = splits.val[0][0] if splits.val is not None and len(splits.val) else sample
-        save_trigger_png(trigger, rd.file("trigger.png"), example=example)
         if arch is not None:
             save_checkpoint(rd.model_path, model, arch, {**(extra or {}), "reprogram": payload})
         say(f"kept the trigger of epoch {best_epoch} (select_on={cfg.select_on}); frozen model unchanged")
+    example = splits.val[0][0] if splits.val is not None and len(splits.val) else sample
     return ReprogramResult(model=wrapped, history=history, val=val_final, frozen_val=frozen_val,
                            best_epoch=best_epoch, config=copy.deepcopy(cfg), run=rd,
-                           normalization={"mean": mean, "std": std})
+                           normalization={"mean": mean, "std": std}, example=example)

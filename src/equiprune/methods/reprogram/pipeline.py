@@ -32,6 +32,7 @@ class ReprogramRunResult:
     audit: AuditResult
     summary: dict[str, Any]
     run: RunDir
+    exported: Path | None = None  # the one-file export of the reprogrammed model, when asked for
 
 
 @dataclass
@@ -42,7 +43,9 @@ class SweepResult:
     baseline: dict[str, Any]
     runs: list[ReprogramRunResult] = field(default_factory=list)
     run: RunDir | None = None
-    plot: Path | None = None
+    plot: Path | None = None  # tradeoff.png, once `report.reprogram_plots.write_sweep_pictures` drew it
+    criterion: str = "eodd"
+    split: str = "test"
 
 
 def summarize(audit: AuditResult, lam: float | None, fair_metrics: Sequence[str] = CRITERIA) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def reprogram_from_run(parent_path: str | Path, cfg: ReprogramConfig, out: str |
     Works on any run folder (a vanilla, pruned or compressed model). Writes
     config.json, metrics.json (per-epoch history; sections ``selection``, the
     audit split's metrics and ``reprogram_audit``), model.pt (frozen model +
-    trigger), trigger.pt and trigger.png. Re-running resumes.
+    trigger) and trigger.pt; `equiprune.api.reprogram` adds trigger.png. Re-running resumes.
     """
     cfg.validate()
     parent, rd = _child_dir(parent_path, out, cfg.settings(), cfg)
@@ -155,8 +158,8 @@ def sweep_from_run(parent_path: str | Path, cfg: ReprogramConfig, lambdas: Seque
     """`equiprune reprogram --lambda-sweep`: one reprogramming run per λ and the trade-off curve.
 
     `out` gets config.json (kind ``reprogram-sweep``), metrics.json (one history
-    record per λ, section ``sweep``), ``tradeoff.png`` (macro-F1 against the
-    criterion's gap with interval bars) and ``trigger.png`` (every λ's trigger);
+    record per λ, section ``sweep``); `equiprune.api.reprogram` adds ``tradeoff.png``
+    (macro-F1 against the criterion's gap with interval bars) and ``trigger.png`` (every λ's trigger);
     each λ's run folder is ``out/lambda_<λ>`` (a complete reprogram run). It
     holds no model.pt of its own: pick a λ and use its folder.
     """
@@ -186,20 +189,13 @@ def sweep_from_run(parent_path: str | Path, cfg: ReprogramConfig, lambdas: Seque
         runs.append(r)
         rows.append({**r.summary, "run": str(sub.path.resolve()), "best_epoch": r.result.best_epoch})
         rd.set_history(rows)
-    from .plots import plot_tradeoff, save_trigger_grid
-
     crit = cfg.criterion
-    plot_rows = [{**r, "significant": r.get(f"{crit}_reduced", False)} for r in rows]
-    plot = plot_tradeoff(plot_rows, baseline, rd.file("tradeoff.png"), fair_metric=crit,
-                         title=f"Fairness reprogramming ({cfg.trigger}, {crit}) on the {acfg.split} split")
-    save_trigger_grid([r.result.trigger for r in runs], [f"λ={lam:g}" for lam in lambdas], rd.file("trigger.png"))
     rd.set_section("sweep", {"criterion": crit, "split": acfg.split, "lambdas": lambdas, "baseline": baseline,
                              "rows": rows, "settings": asdict(acfg),
                              "any_significant_reduction": any(r.get(f"{crit}_reduced") for r in rows)})
     rd.log(f"λ sweep done: {sum(bool(r.get(f'{crit}_reduced')) for r in rows)} of {len(rows)} λ values reduce "
-           f"{crit} with the paired interval excluding 0; trade-off plot {rd.file('tradeoff.png')}",
-           echo=cfg.progress)
-    return SweepResult(rows=rows, baseline=baseline, runs=runs, run=rd, plot=plot)
+           f"{crit} with the paired interval excluding 0", echo=cfg.progress)
+    return SweepResult(rows=rows, baseline=baseline, runs=runs, run=rd, criterion=crit, split=acfg.split)
 
 
 def export_reprogrammed(run_dir: str | Path, path: str | Path) -> Path:

@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ...data.atomic import atomic_write
-from ...models.trigger import Trigger
+from ..data.atomic import atomic_write
+from ..models.trigger import Trigger
 
 
 def _pyplot():
@@ -126,3 +126,34 @@ def save_trigger_grid(triggers: Sequence[Trigger], titles: Sequence[str], path: 
             _show_image(ax, trigger_image(t), title)
         fig.suptitle("fairness triggers (value v shown as (v+1)/2)", fontsize=9)
     return path
+
+
+def write_reprogram_pictures(result: Any) -> Path | None:
+    """``trigger.png`` of a reprogramming run (the trigger, and beside it an example image behind it).
+
+    `result` is a `ReprogramResult` (its run folder) or a `ReprogramRunResult`;
+    returns None when the run has no folder.
+    """
+    res = getattr(result, "result", result)
+    rd = res.run
+    if rd is None:
+        return None
+    return save_trigger_png(res.trigger, rd.file("trigger.png"), example=res.example)
+
+
+def write_sweep_pictures(sweep: Any) -> Path | None:
+    """A λ sweep's ``tradeoff.png`` (macro-F1 against the gap, paired reductions marked) and ``trigger.png``
+    (every λ's trigger), and each λ run's own ``trigger.png``; returns the trade-off plot's path."""
+    for r in sweep.runs:
+        write_reprogram_pictures(r)
+    if sweep.run is None:
+        return None
+    crit, split = sweep.criterion, sweep.split
+    plot_rows = [{**r, "significant": r.get(f"{crit}_reduced", False)} for r in sweep.rows]
+    trigger_kind = sweep.runs[0].result.config.trigger if sweep.runs else ""
+    sweep.plot = plot_tradeoff(plot_rows, sweep.baseline, sweep.run.file("tradeoff.png"), fair_metric=crit,
+                               title=f"Fairness reprogramming ({trigger_kind}, {crit}) on the {split} split")
+    save_trigger_grid([r.result.trigger for r in sweep.runs], [f"λ={r['lam']:g}" for r in sweep.rows],
+                      sweep.run.file("trigger.png"))
+    return sweep.plot
+
