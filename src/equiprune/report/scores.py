@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..metrics import SCORE_LABELS, SCORE_METRICS
+from ..metrics import SCORE_LABELS, SCORE_METRICS, float_or_nan
 from .plots import GROUP_COLOURS, figure_png
 from .tables import MISSING, Cell, format_cell, frame_to_html, frame_to_markdown
 
@@ -26,11 +26,7 @@ DEFAULT_SCORE_COLUMNS: tuple[str, ...] = ("worst_group_acc", "worst_group_auc", 
 _PER_GROUP = (("n", "n"), ("acc", "accuracy"), ("auc", "AUC"), ("ece", "ECE"), ("nll", "NLL"))
 
 
-def _f(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
+_f = float_or_nan  # one rule for stored numbers
 
 
 def score_cell(block: Mapping[str, Any], key: str) -> Cell | None:
