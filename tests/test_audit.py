@@ -13,7 +13,7 @@ import pytest
 
 from equiprune.engine import RunDir
 from equiprune.methods.audit import AuditConfig, AuditError, audit_run
-from equiprune.report import audit_and_report
+from equiprune import api
 from equiprune.methods.runs import open_run
 from equiprune.metrics import fate, group_fairness
 
@@ -27,7 +27,7 @@ def _saved_predictions(run: Path, split: str = "test") -> pd.DataFrame:
 def test_audit_run_writes_files_and_numbers_equal_metrics_of_saved_predictions(runs):
     run = runs["base"]
     history_before = RunDir(run).read_metrics()["history"]
-    res = audit_and_report(run, AuditConfig(n_boot=100, device="cpu"))
+    res = api.audit(run, AuditConfig(n_boot=100, device="cpu"))
     for f in ("predictions_test.csv", "metrics.json", "report.html", "report.md"):
         assert (run / f).is_file(), f
     df = _saved_predictions(run)

@@ -18,7 +18,8 @@ from equiprune.methods.audit import AuditConfig, AuditError
 from equiprune.methods.checkpoint_audit import checkpoint_run
 from equiprune.methods.runs import open_run
 from equiprune.models import build_model, save_checkpoint
-from equiprune.report import audit_checkpoint_and_report, compare_runs
+from equiprune import api
+from equiprune.report import compare_runs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,7 +61,7 @@ def test_report_tells_checkpoint_audits_apart(runs, tmp_path):
     cfg = AuditConfig(n_boot=20, latency=False, device="cpu")
     data = DataConfig(name="synthderm", progress=False, synthderm=SynthDermConfig(n=300))
     for name in ("child_a", "child_b"):
-        audit_checkpoint_and_report(runs[name] / "model.pt", data, tmp_path / name, cfg)
+        api.audit_checkpoint(runs[name] / "model.pt", data, tmp_path / name, cfg)
     res = compare_runs([tmp_path / "child_a", tmp_path / "child_b"], out_dir=tmp_path / "cmp", cfg=cfg)
     # Two checkpoints on the same data and architecture are two models, not two seeds of one.
     assert list(res.table.names) == ["child_a", "child_b"]

@@ -119,3 +119,23 @@ def test_circle_detection_finds_a_circle():
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     path = SRC / "methods" / "runs.py"
     assert "equiprune.models.trigger" in _imported_modules("equiprune.methods.runs", path)
+
+
+# Names a CLI module may import from the layers below api: settings and constants it builds from the
+# arguments, and text formatters for what it prints. Work (a method, a report) goes through `equiprune.api`.
+CLI_HELPERS = {"default_finetune", "default_finetune_for_table", "describe_row", "null_check_text",
+               "format_terminal", "format_scores_terminal", "audit_cell", "column_choices", "trim_findings"}
+
+
+def _is_setting(name: str) -> bool:
+    return name.isupper() or name in CLI_HELPERS or (name[:1].isupper() and not name.startswith("_"))
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "cli").glob("*.py")), ids=lambda p: p.name)
+def test_cli_calls_methods_and_reports_only_through_api(path):
+    below = {"methods", "report", "pipelines", "influence", "scoring", "surgery"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 2:
+            if node.module.split(".")[0] in below:
+                work = [a.name for a in node.names if not _is_setting(a.name)]
+                assert not work, f"cli/{path.name} imports {work} from {node.module}; call a function of api"

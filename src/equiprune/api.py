@@ -16,14 +16,17 @@ from typing import TYPE_CHECKING, Sequence
 
 from .data import DataConfig
 from .engine import TrainConfig
-from .methods.audit import AuditConfig, AuditResult
+from .methods.audit import AuditConfig, AuditResult, audit_run
 from .methods.cut_response import CutResponseConfig, CutResponseResult, cut_response_from_run
 from .methods.scp import SCPConfig, SCPResult, scp_from_run
 from .methods.train import ModelConfig, TrainRunResult, train_from_config
 from .pipelines.demo import DemoConfig, DemoResult, demo
-from .report import ComparisonResult, audit_and_report, audit_checkpoint_and_report, compare_runs
+from .report import ComparisonResult, compare_runs, write_run_report
 
 if TYPE_CHECKING:
+    from .methods.fairprune import FairPruneConfig, FairPruneResult
+    from .methods.skewprune import SkewPruneConfig, SkewPruneResult
+    from .pipelines.table import TableConfig, TableResult
     from .influence import InfluenceConfig, TrimConfig
     from .methods.compress.order import OrderStudyResult
     from .methods.compress.sweep import CompressConfig, SweepResult
@@ -59,8 +62,37 @@ def mitigate(run: str | Path, cfg: "MitigationConfig", out: str | Path) -> "Miti
 
 
 def prune_scp(run: str | Path, cfg: SCPConfig, out: str | Path) -> SCPResult:
-    """`equiprune prune scp`: Sensitive Channel Pruning (or a control) into a new run folder."""
-    return scp_from_run(run, cfg, out)
+    """`equiprune prune scp`: Sensitive Channel Pruning (or a control) into a new run folder, with its plots."""
+    from .report.prune_plots import save_prune_plots
+    result = scp_from_run(run, cfg, out)
+    save_prune_plots(out)
+    return result
+
+
+def prune_fairprune(run: str | Path, cfg: "FairPruneConfig", out: str | Path) -> "FairPruneResult":
+    """`equiprune prune fairprune` (and `prune obd`, by ``cfg.method``): Hessian-saliency pruning into a new run."""
+    from .methods.fairprune import fairprune_from_run
+    return fairprune_from_run(run, cfg, out)
+
+
+def prune_obd(run: str | Path, cfg: "FairPruneConfig | None", out: str | Path) -> "FairPruneResult":
+    """`equiprune prune obd`: Optimal Brain Damage (FairPrune's recipe, one Hessian, no β) into a new run."""
+    from .methods.fairprune import obd_from_run
+    return obd_from_run(run, cfg, out)
+
+
+def prune_skew(run: str | Path, cfg: "SkewPruneConfig", out: str | Path) -> tuple["SkewPruneResult", list[Path]]:
+    """`equiprune prune skew`: SkewPrune into a new run folder; returns the result and its premise plots."""
+    from .methods.skewprune import skewprune_from_run
+    from .report.skew_plots import save_skew_plots
+    result = skewprune_from_run(run, cfg, out)
+    return result, list(save_skew_plots(out) or [])
+
+
+def compare(out: str | Path, cfg: "TableConfig", base_run: str | Path | None = None) -> "TableResult":
+    """`equiprune compare`: every method over several seeds from one vanilla run, and the seed table."""
+    from .pipelines.table import run_table
+    return run_table(out, cfg, base_run=base_run)
 
 
 def cut_response(run: str | Path, cfg: CutResponseConfig, out: str | Path) -> CutResponseResult:
@@ -97,8 +129,15 @@ def compress_order(run: str | Path, cfg: "CompressConfig", scp: SCPConfig, out: 
 
 
 def audit(run: str | Path, cfg: AuditConfig | None = None, baseline: str | Path | None = None) -> AuditResult:
-    """`equiprune audit`: metrics with intervals, FATE against the baseline, report.html."""
-    return audit_and_report(run, cfg, baseline_run=baseline)
+    """`equiprune audit`: metrics with intervals, FATE against the baseline, report.html / report.md with plots.
+
+    `methods.audit.audit_run` writes the audit section and the predictions;
+    the report is `report.write_run_report`'s (its paths on the result).
+    """
+    cfg = cfg or AuditConfig()
+    result = audit_run(run, cfg, baseline_run=baseline)
+    result.report_html, result.report_md = write_run_report(run, split=cfg.split)
+    return result
 
 
 def audit_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, cfg: AuditConfig | None = None,
@@ -111,16 +150,20 @@ def audit_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, 
     `arch` the file is a plain torchvision state dict of that architecture
     (`num_classes` default: its head's rows; input size default 224).
     """
-    from .methods.checkpoint_audit import StateDictArch
+    from .methods.checkpoint_audit import StateDictArch, checkpoint_run
     plain = StateDictArch(arch, num_classes, width) if arch else None
-    return audit_checkpoint_and_report(checkpoint, data, out, cfg, image_size=image_size, baseline_run=baseline,
-                                       plain=plain)
+    rd = checkpoint_run(checkpoint, data, out, image_size=image_size, plain=plain)
+    return audit(rd.path, cfg, baseline=baseline)
 
 
 def report(runs: Sequence[str | Path], out: str | Path | None = None,
-           names: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> ComparisonResult:
-    """`equiprune report`: one comparison page over several run folders (`columns`: an extra table of chosen numbers)."""
-    return compare_runs(runs, out_dir=out, names=names, columns=columns)
+           names: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+           cfg: AuditConfig | None = None) -> ComparisonResult:
+    """`equiprune report`: one comparison page over several run folders (`columns`: an extra table of chosen numbers).
+
+    A run without an audit of ``cfg.split`` is audited first (with `cfg`).
+    """
+    return compare_runs(runs, out_dir=out, names=names, cfg=cfg, columns=columns)
 
 
 def reprogram(run: str | Path, cfg: "ReprogramConfig", out: str | Path, lambdas: Sequence[float] | None = None,
@@ -212,7 +255,8 @@ def summarize(source, k: int, out: str | Path, seed: int = 0):
     return cluster("summarize", source, out, k=k, seed=seed)
 
 
-__all__ = ["DemoConfig", "DemoResult", "audit", "cluster", "audit_checkpoint", "demo", "influence", "influence_apps",
-           "mitigate", "prune_scp", "report", "reprogram", "summarize", "train", "trim"]
+__all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "cluster", "compare", "compress",
+           "compress_order", "cut_response", "demo", "influence", "influence_apps", "mitigate", "prune_fairprune",
+           "prune_obd", "prune_scp", "prune_skew", "report", "reprogram", "summarize", "train", "trim"]
 
 

@@ -113,8 +113,8 @@ def _check_source_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import api
     from ..methods.audit import AuditConfig
-    from ..report import audit_and_report
     from ..report.scores import format_scores_terminal
     from ..report.tables import format_terminal
 
@@ -125,16 +125,12 @@ def run(args: argparse.Namespace) -> int:
                       scores=not args.no_scores, ece_bins=args.ece_bins, ece_binning=args.ece_binning,
                       specificity=args.specificity)
     if args.checkpoint:
-        from ..report import audit_checkpoint_and_report
-
         data = data_config_from_args(args, seed=args.data_seed, progress=not args.quiet)
-        from ..methods.checkpoint_audit import StateDictArch
-
-        plain = StateDictArch(args.arch, args.num_classes, args.width) if args.arch else None
-        result = audit_checkpoint_and_report(args.checkpoint, data, args.out, cfg, image_size=args.image_size,
-                                             baseline_run=args.baseline, plain=plain)
+        result = api.audit_checkpoint(args.checkpoint, data, args.out, cfg, image_size=args.image_size,
+                                      baseline=args.baseline, arch=args.arch, num_classes=args.num_classes,
+                                      width=args.width)
     else:
-        result = audit_and_report(args.run, cfg, baseline_run=args.baseline)
+        result = api.audit(args.run, cfg, baseline=args.baseline)
     run_dir = Path(args.run or args.out)
     audit = result.to_dict()
     for warning in result.warnings:  # first: they change how every number below reads

@@ -98,9 +98,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipelines.table import run_table
+    from .. import api
 
-    result = run_table(args.out, config_from_args(args), base_run=args.run)
+    result = api.compare(args.out, config_from_args(args), base_run=args.run)
     print(f"{len(result.runs)} runs ({len(result.ran)} run now, {len(result.skipped)} already finished)")
     for note in result.notes:
         print(f"note: {note}")

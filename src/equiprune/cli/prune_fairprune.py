@@ -114,10 +114,10 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..methods.fairprune import fairprune_from_run
+    from .. import api
 
     cfg = config_from_args(args)
-    result = fairprune_from_run(args.run, cfg, args.out)
+    result = api.prune_fairprune(args.run, cfg, args.out)
     if cfg.method == "fairprune":
         print(f"privileged group {result.privileged}, unprivileged {result.unprivileged} "
               f"({result.privileged_reason})")

@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..methods.scp import SCPConfig, scp_from_run
+    from .. import api
+    from ..methods.scp import SCPConfig
     from ..scoring import null_check_text
 
     ft = train_config_from_args(args, prefix="finetune-", seed=args.seed, device=args.device,
@@ -64,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
                     th_fair=args.th_fair, fair_metric=args.fair_metric, surgery=args.surgery, finetune=ft,
                     seed=args.seed, progress=not args.quiet, scorer=args.scorer, variant=args.variant,
                     null_draws=args.null_draws, select_on=args.select_on)
-    result = scp_from_run(args.run, cfg, args.out)
-    from ..report.prune_plots import save_prune_plots
-    save_prune_plots(args.out)
+    result = api.prune_scp(args.run, cfg, args.out)
     loop = result.loop
     if result.null:
         print(f"premise check: {null_check_text(result.null)}")

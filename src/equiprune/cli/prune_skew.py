@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..methods.skewprune import SkewPruneConfig, skewprune_from_run
-    from ..report.skew_plots import save_skew_plots
+    from .. import api
+    from ..methods.skewprune import SkewPruneConfig
 
     ft = train_config_from_args(args, prefix="finetune-", seed=args.seed, device=args.device,
                                 progress=not args.quiet, default_lr=FINETUNE_LR)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                           score_batch_size=args.score_batch_size, max_images=args.max_images,
                           premise=not args.no_premise, finetune=ft, latency=not args.no_latency,
                           seed=args.seed, progress=not args.quiet)
-    result = skewprune_from_run(args.run, cfg, args.out)
+    result, plots = api.prune_skew(args.run, cfg, args.out)
     c, red = result.counts, result.cost["reduction_pct"]
     if result.kind == "vit":
         print(f"cut {c['patch_components_removed']} of {c['embed_dim_before']} patch-embedding components and "
@@ -94,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
           f"(fine-tuned, freeze={result.freeze})")
     for name, p in result.premise.items():
         print(f"premise {name}: Spearman(skewness, SNNL-Fair) {p['spearman']:+.3f} over {p['n']} components")
-    plots = save_skew_plots(args.out)
     done("run folder", args.out)
     if plots:
         done("plots", ", ".join(str(x) for x in plots))

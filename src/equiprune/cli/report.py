@@ -47,13 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import api
     from ..methods.audit import AuditConfig
-    from ..report.compare import compare_runs
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     cfg = AuditConfig(split=args.split, n_boot=args.n_boot, seed=args.seed, device=args.device)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns is not None else None
-    res = compare_runs(args.runs, out_dir=args.out, names=names, cfg=cfg, columns=columns)
+    res = api.report(args.runs, out=args.out, names=names, columns=columns, cfg=cfg)
     t = res.table
     width = max(len(n) for n in t.names)
     if columns:

@@ -29,6 +29,7 @@ from ..engine.health import check_finite, degenerate_warnings
 #: a group with fewer images than this gets a small-sample warning (report: beside its numbers too)
 SMALL_GROUP = 30
 from ..metrics import (
+    MetricsError,
     bootstrap_ci,
     bootstrap_samples,
     fate_samples,
@@ -516,7 +517,7 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
     another folder. Writes ``predictions_<split>.csv``, the
     ``audit`` section (``audit_<split>`` for val/train) of metrics.json. The
     HTML/Markdown report is the report layer's job:
-    `equiprune.report.audit_and_report` does both.
+    `equiprune.api.audit` does both.
     """
     from .runs import open_run
 

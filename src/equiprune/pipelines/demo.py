@@ -7,14 +7,14 @@ from pathlib import Path
 
 from ..data import DataConfig, SynthDermConfig
 from ..engine import RunDir, TrainConfig, write_json
-from ..methods.audit import AuditConfig
+from ..methods.audit import AuditConfig, audit_run
 from ..methods.cut_response import CutResponseConfig, cut_response_from_run
 from ..methods.paired_runs import paired_runs
 from ..metrics import MetricsError, PairedInterval, fate
 from ..methods.prune_loop import default_finetune
 from ..methods.scp import SCPConfig, scp_from_run
 from ..methods.train import ModelConfig, train_from_config
-from ..report import audit_and_report, compare_runs
+from ..report import compare_runs, write_run_report
 from ..report.cut_response_report import cut_response_plot_section, write_cut_response_report
 from ..report.prune_plots import save_prune_plots
 from ..report.scores import tradeoff_findings
@@ -146,7 +146,8 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     base = out / "baseline"
     train_from_config(data, ModelConfig(cfg.model, cfg.width), train_cfg, base)
     audit_cfg = AuditConfig(n_boot=cfg.n_boot)
-    audit_and_report(base, audit_cfg)
+    audit_run(base, audit_cfg)
+    write_run_report(base, split=audit_cfg.split)
     runs: dict[str, list[Path]] = {}
     ft = default_finetune()
     ft.epochs, ft.optimizer, ft.lr = cfg.finetune_epochs, "adam", 1e-4
@@ -164,7 +165,8 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
             if result.null:
                 premise = f"Premise check of the baseline: {null_check_text(result.null)}."
             save_prune_plots(path)
-            audit_and_report(path, audit_cfg)
+            audit_run(path, audit_cfg)
+            write_run_report(path, split=audit_cfg.split)
             runs.setdefault(scorer, []).append(path)
             paths[scorer] = path
         for other, other_path in [("vanilla", base)] + [(LABELS.get(c, c), paths[c]) for c in cfg.controls]:

@@ -39,7 +39,7 @@ from ..metrics import (FATE_CRITERIA, GAP_LABELS, bootstrap_samples, fate_sample
                        group_fairness)
 from ..methods.audit import AuditConfig, audit_run, audit_section_name, predictions_name
 from ..methods.paired_runs import check_same_items, run_predictions
-from ..report import audit_and_report, compare_runs
+from ..report import compare_runs, write_run_report
 from ..report.html import Section, write_page
 from ..report.tables import frame_to_html, frame_to_markdown
 from ..methods.fairprune import FairPruneConfig, fairprune_from_run
@@ -371,7 +371,9 @@ def _audit(path: Path, cfg: TableConfig) -> dict[str, Any]:
     audit = RunDir(path, create=False).read_metrics().get(section)
     if not audit or not (path / predictions_name(cfg.audit.split)).exists():
         _say(cfg, f"[table] auditing {path}")
-        audit = (audit_and_report(path, cfg.audit) if cfg.reports else audit_run(path, cfg.audit)).to_dict()
+        audit = audit_run(path, cfg.audit).to_dict()
+        if cfg.reports:
+            write_run_report(path, split=cfg.audit.split)
     return audit
 
 

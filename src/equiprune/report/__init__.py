@@ -3,7 +3,6 @@
 Nothing here computes a metric: everything is read from the ``audit`` sections
 of metrics.json (written by :func:`equiprune.methods.audit.audit_run`).
 """
-from .audit_report import audit_and_report, audit_checkpoint_and_report
 from .compare import ComparisonResult, RunEntry, compare_runs, method_key
 from .html import (
     Image,
@@ -31,7 +30,6 @@ from .tables import (
 )
 
 __all__ = [
-    "audit_and_report", "audit_checkpoint_and_report",
     "ComparisonResult", "RunEntry", "compare_runs", "method_key",
     "Image", "Section", "add_report_section", "explain", "load_report_sections", "render_html",
     "render_markdown", "run_report_sections", "write_page", "write_run_report",

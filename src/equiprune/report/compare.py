@@ -20,10 +20,9 @@ import pandas as pd
 
 from ..engine import RunDir, RunError
 from ..metrics.numbers import float_or_nan as _f  # one rule for stored numbers
-from ..methods.audit import AuditConfig, audit_section_name
-from .audit_report import audit_and_report
+from ..methods.audit import AuditConfig, audit_run, audit_section_name
 from . import plots
-from .html import Image, Section, write_page
+from .html import Image, Section, write_page, write_run_report
 from .scores import DEFAULT_SCORE_COLUMNS, check_columns, columns_table, tradeoff_findings
 from .tables import (
     TABLE1_COLUMNS,
@@ -107,7 +106,8 @@ def _load(path: Path, cfg: AuditConfig, notes: list[str]) -> tuple[dict[str, Any
     audit = rd.read_metrics().get(section)
     if audit:
         return config, audit, False
-    result = audit_and_report(path, cfg)
+    result = audit_run(path, cfg)
+    write_run_report(path, split=cfg.split)
     notes.append(f"{path} had no audit of the {cfg.split} split: audited it now (n_boot={cfg.n_boot}, "
                  f"seed={cfg.seed}); its metrics.json and report.html were written.")
     return config, result.to_dict(), True
