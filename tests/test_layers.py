@@ -126,7 +126,9 @@ def test_circle_detection_finds_a_circle():
 CLI_HELPERS = {"default_finetune", "default_finetune_for_table", "describe_row", "null_check_text",
                "format_terminal", "format_scores_terminal", "audit_cell", "column_choices", "trim_findings",
                # the mitigation registry, which the options and settings of `train`/`mitigate` come from
-               "methods", "get_method", "method_fields", "config_from_options", "default_mitigation_train"}
+               "methods", "get_method", "method_fields", "config_from_options", "default_mitigation_train",
+               # the training recipes, likewise settings of `train`
+               "format_settings", "get_recipe", "resolve_settings", "with_weights_preprocessing"}
 
 
 def _is_setting(name: str) -> bool:
