@@ -111,6 +111,11 @@ def fit_algorithm(name: str, pts: Points, k: int, seed: int = 0, cfc_cfg: CFCCon
 
 
 def _open(out: str | Path, kind: str, source: PointSource, settings: dict[str, Any]) -> RunDir:
+    """The output folder: for a run source a child of that run via the one child-run entry."""
+    if source.run is not None:
+        from ..methods.runs import start_child_run
+        _, rd = start_child_run(source.run, out, kind, settings, verb=kind, source=source.describe())
+        return rd
     rd = RunDir(out)
     rd.check_or_write_config({"kind": kind, "source": source.describe(), "settings": settings},
                              keys=["kind", "source", "settings"])

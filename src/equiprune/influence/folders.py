@@ -112,16 +112,14 @@ def with_validation_from(table: FeatureTable, target: FeatureTable) -> FeatureTa
 
 
 def _open(out: str | Path, kind: str, source: Source, settings: dict[str, Any]) -> RunDir:
-    """The output folder; for a run source it is a child of that run (lineage, baseline)."""
-    config: dict[str, Any] = {"kind": kind, "source": source.describe(), "settings": settings}
+    """The output folder: for a run source a child of that run (lineage, baseline) via the one child-run entry."""
     if source.run is not None:
-        from ..methods.runs import child_config, open_run
-        parent = open_run(source.run)
-        if Path(out).resolve() == parent.run.path.resolve():
-            raise ValueError("--out must be a new folder, not the --run folder itself")
-        config = {**child_config(parent, kind, settings), "source": source.describe()}
+        from ..methods.runs import start_child_run
+        _, rd = start_child_run(source.run, out, kind, settings, verb=kind, source=source.describe())
+        return rd
     rd = RunDir(out)
-    rd.check_or_write_config(config, keys=["kind", "source", "settings"])
+    rd.check_or_write_config({"kind": kind, "source": source.describe(), "settings": settings},
+                             keys=["kind", "source", "settings"])
     return rd
 
 
