@@ -41,6 +41,17 @@ POSITIVE_CONTROL = SynthDermConfig(n=DemoConfig().n, group_cue="marker", light_c
                                    dark_class_priors=(0.40, 0.02, 0.20, 0.19, 0.19))
 
 
+def head_to_head_table(heads: list) -> list[str]:
+    """Markdown rows: SCP against each other model per seed, paired bootstrap intervals (SCP − other)."""
+    lines = ["| seed | SCP vs | Eodd SCP | Eodd other | difference [95%] | macro-F1 difference [95%] |",
+             "|---|---|---|---|---|---|"]
+    for h in heads:
+        e, f = h.eodd, h.f1
+        lines.append(f"| {h.seed} | {h.other} | {e.estimate_b:.3f} | {e.estimate_a:.3f} | "
+                     f"{e.estimate:+.3f} [{e.lo:+.3f}, {e.hi:+.3f}] | {f.estimate:+.3f} [{f.lo:+.3f}, {f.hi:+.3f}] |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -76,12 +87,7 @@ def main() -> None:
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Demo over seeds {', '.join(map(str, args.seeds))} ({what})", "",
              f"{seconds / 60:.1f} min on {result['machine']} (resumed runs are not re-run).", ""]
-    lines += [f"- {f}" for f in res.findings] + ["", "| seed | SCP vs | Eodd SCP | Eodd other | difference [95%] | "
-                                                 "macro-F1 difference [95%] |", "|---|---|---|---|---|---|"]
-    for h in res.head_to_head:
-        e, f = h.eodd, h.f1
-        lines.append(f"| {h.seed} | {h.other} | {e.estimate_b:.3f} | {e.estimate_a:.3f} | "
-                     f"{e.estimate:+.3f} [{e.lo:+.3f}, {e.hi:+.3f}] | {f.estimate:+.3f} [{f.lo:+.3f}, {f.hi:+.3f}] |")
+    lines += [f"- {f}" for f in res.findings] + [""] + head_to_head_table(res.head_to_head)
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

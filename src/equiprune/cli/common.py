@@ -112,6 +112,14 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False, defau
                         "(default: the papers' coding, else 0/1 columns as they are)")
     g.add_argument("--group-names", nargs="+", metavar="NAME", default=None,
                    help="names of group 0 and group 1 in tables and plots, e.g. --group-names light dark")
+    g.add_argument("--group-source", choices=["given", "ita"], default="given",
+                   help="where the group comes from: the data's group (default), or skin tone estimated from the "
+                        "pixels: the median ITA over a skin mask that leaves the lesion out; group 1 (darker) "
+                        "where ITA <= --ita-threshold. Images with too few skin pixels are left out and listed. "
+                        "Runs made from this one (prune, compress, ...) keep it")
+    g.add_argument("--ita-threshold", type=float, default=28.0, metavar="DEG",
+                   help="ITA boundary of --group-source ita in degrees (default 28: between intermediate and "
+                        "tan, read as Fitzpatrick I-III against IV-VI)")
     g.add_argument("--label-level", choices=["low", "mid", "high"], default="low",
                    help="fitzpatrick17k labels: 114 (low), 9 (mid) or 3 (high) classes")
     g.add_argument("--augment", choices=["auto", "paper", "light", "none"], default="auto",
@@ -171,4 +179,5 @@ def data_config_from_args(args: argparse.Namespace, seed: int = 0, progress: boo
                       image_column=args.image_column, label_column=args.label_column,
                       split_column=args.split_column, missing_images=args.missing_images, max_rows=args.max_rows,
                       unknown_labels=args.unknown_labels, split_overlap=args.split_overlap,
-                      progress=progress, synthderm=synth, **size)
+                      progress=progress, synthderm=synth, group_source=args.group_source,
+                      ita_threshold=args.ita_threshold, **size)

@@ -10,10 +10,12 @@ from .errors import DataError
 from .synthderm import SynthDermConfig
 from .transforms import PRESETS
 
-__all__ = ["DataConfig", "DATASETS"]
+__all__ = ["DataConfig", "DATASETS", "GROUP_SOURCES"]
 
 #: Names accepted by ``DataConfig.name``.
 DATASETS: list[str] = ["synthderm", "fitzpatrick17k", "isic2019", "ham10000", "csv"]
+#: Where the group comes from: the data's own group, or skin tone estimated from the pixels.
+GROUP_SOURCES: tuple[str, ...] = ("given", "ita")
 
 
 @dataclass
@@ -76,6 +78,13 @@ class DataConfig:
         progress: show tqdm bars while building caches.
         synthderm: generator settings (its ``image_size`` and ``seed`` are
             replaced by the ones above).
+        group_source: ``"given"`` (the group column or synthderm's group) or
+            ``"ita"``: the group is estimated from the pixels
+            (:mod:`equiprune.data.skin_tone`): 1 where the image's ITA is at
+            most ``ita_threshold`` degrees (darker), 0 above it; images with
+            too few skin pixels are dropped and listed.
+        ita_threshold: ITA boundary of ``group_source="ita"`` (default 28°,
+            between intermediate and tan: Fitzpatrick I-III against IV-VI).
     """
 
     name: str = "synthderm"
@@ -105,6 +114,8 @@ class DataConfig:
     decode_workers: int = 2
     progress: bool = True
     synthderm: SynthDermConfig = field(default_factory=SynthDermConfig)
+    group_source: str = "given"
+    ita_threshold: float = 28.0
 
     def __post_init__(self) -> None:
         if isinstance(self.synthderm, dict):
@@ -167,6 +178,11 @@ class DataConfig:
                 f"val_fraction + test_fraction must leave rows for training, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+        if self.group_source not in GROUP_SOURCES:
+            raise DataError(f"group_source must be one of {list(GROUP_SOURCES)}, got {self.group_source!r}")
+        if not -90.0 < float(self.ita_threshold) < 90.0:
+            raise DataError(f"ita_threshold must be an angle in degrees strictly between -90 and 90, "
+                            f"got {self.ita_threshold}")
         if self.max_rows is not None and self.max_rows < 1:
             raise DataError(f"max_rows must be >= 1 or None, got {self.max_rows}")
         if self.resize_factor < 1.0:

@@ -38,6 +38,7 @@ from .config import DataConfig
 from .dataset import DataSplits, GroupDataset, stratified_split
 from .errors import DataError
 from .overlap import check_overlap, overlaps, path_keys, pixel_hashes
+from .skin_tone import add_skin_tone_columns, estimate_skin_tone, regroup_by_ita
 from .synthderm import generate_synthderm
 from .transforms import build_transforms
 
@@ -608,13 +609,24 @@ def _synthderm_splits(cfg: DataConfig) -> DataSplits:
     fr = [1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction]
     parts = dict(zip(SPLITS, stratified_split(strata, fr, cfg.seed)))
     frames = {s: _limit_rows(meta.iloc[idx].reset_index(drop=True), cfg.max_rows, cfg.seed) for s, idx in parts.items()}
-    _check_groups(frames, pool.group_names, "synthderm")
+    if cfg.group_source == "given":
+        _check_groups(frames, pool.group_names, "synthderm")
     train_t, test_t = build_transforms(cfg.augment_preset, cfg.image_size, cfg.image_size, cfg.normalize)
     ds = {}
     for s, df in frames.items():
         images = pool.images[df["pool_index"].to_numpy()]
         ds[s] = GroupDataset(images, df, pool.classes, pool.group_names, train_t if s == "train" else test_t)
-    return DataSplits(**ds, classes=list(pool.classes), group_names=list(pool.group_names), num_classes=len(pool.classes))
+    if cfg.group_source == "ita":  # skin tone of the whole pool, computed once and cached
+        tone = estimate_skin_tone(pool.images, cache_dir=cfg.cache_dir, progress=cfg.progress)
+        ds = _ita_groups({s: add_skin_tone_columns(d, tone=tone[d.meta["pool_index"].to_numpy()])
+                          for s, d in ds.items()}, cfg)
+    group_names = ds["train"].group_names
+    return DataSplits(**ds, classes=list(pool.classes), group_names=list(group_names), num_classes=len(pool.classes))
+
+
+def _ita_groups(ds: dict[str, GroupDataset], cfg: DataConfig) -> dict[str, GroupDataset]:
+    """`group_source="ita"`: every split regrouped by its estimated ITA (flagged images dropped and listed)."""
+    return {s: regroup_by_ita(d, cfg.ita_threshold, f"{cfg.name} {s}") for s, d in ds.items()}
 
 
 def load_splits(cfg: DataConfig, two_groups: bool = False) -> DataSplits:
@@ -632,11 +644,12 @@ def load_splits(cfg: DataConfig, two_groups: bool = False) -> DataSplits:
         return _synthderm_splits(cfg)
     _check_root(cfg)
     tables = load_tables(cfg)
-    if two_groups:
+    if two_groups and cfg.group_source == "given":
         check_two_groups(tables, cfg)
     tables = _attach_paths(tables, cfg)
     frames = {s: _limit_rows(tables.split(s), cfg.max_rows, cfg.seed + i) for i, s in enumerate(SPLITS)}
-    _check_groups(frames, tables.group_names, cfg.name)
+    if cfg.group_source == "given":
+        _check_groups(frames, tables.group_names, cfg.name)
     names = {s: frames[s]["image"].astype(str).tolist() for s in SPLITS}
     notes = check_overlap(overlaps({s: path_keys(frames[s]["path"]) for s in SPLITS}, names),
                           "the same file", cfg.name, cfg.split_overlap)
@@ -649,10 +662,14 @@ def load_splits(cfg: DataConfig, two_groups: bool = False) -> DataSplits:
             num_workers=cfg.decode_workers, progress=cfg.progress,
         )
         ds[s] = GroupDataset(images, df, tables.classes, tables.group_names, train_t if s == "train" else test_t)
+        if cfg.group_source == "ita":  # cached next to the decoded images
+            add_skin_tone_columns(ds[s], cache_dir=cfg.cache_dir, progress=cfg.progress)
     if not notes:  # the same pixels under two file names (a re-saved or copied photo)
         notes = check_overlap(overlaps({s: pixel_hashes(ds[s].images) for s in SPLITS}, names),
                               "identical decoded pixels", cfg.name, cfg.split_overlap)
+    if cfg.group_source == "ita":  # after the overlap check, which needs every row
+        ds = _ita_groups(ds, cfg)
     for note in notes:
         warnings.warn(f"{cfg.name}: {note}", stacklevel=2)
-    return DataSplits(**ds, classes=list(tables.classes), group_names=list(tables.group_names),
+    return DataSplits(**ds, classes=list(tables.classes), group_names=list(ds["train"].group_names),
                       num_classes=len(tables.classes), warnings=notes)

@@ -23,6 +23,7 @@ from torch import nn
 from ..data.atomic import atomic_write
 from ..data.cache import file_sha256
 from ..data.fingerprint import changed_tables, table_hashes
+from ..data.skin_tone import add_skin_tone_columns, skin_tone_summary
 from ..engine import Predictions, RunDir, predict, read_json, resolve_device
 from ..engine.health import check_finite, degenerate_warnings
 
@@ -161,6 +162,7 @@ class AuditResult:
     baseline_cost: dict[str, float] | None = None
     multigroup: dict[str, Any] | None = None
     scores: dict[str, Any] | None = None
+    skin_tone: dict[str, Any] | None = None   # estimated ITA against the given group (data.skin_tone_summary)
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     # what makes the numbers misleading (a one-class classifier): shown first in the terminal and report
@@ -192,6 +194,7 @@ class AuditResult:
                           "counts": self.confusion.tolist()},
             "multigroup": self.multigroup,
             "scores": self.scores,
+            "skin_tone": self.skin_tone,
             "predictions_file": self.predictions_file,
             "notes": list(self.notes),
             "warnings": list(self.warnings),
@@ -389,6 +392,8 @@ def audit_model(model: nn.Module, dataset: Any, cfg: AuditConfig | None = None,
                                 "not be paired.")
 
     if cfg.groups:
+        if "ita6" in [c.strip() for c in cfg.groups.split(",")] and hasattr(dataset, "images"):
+            add_skin_tone_columns(dataset, progress=cfg.progress)  # estimated from the pixels, cached
         result.multigroup = _multigroup(dataset, pred, cfg.groups, group_names, num_classes, cfg.min_group_size)
     if cfg.scores:
         by_column = None
@@ -400,6 +405,7 @@ def audit_model(model: nn.Module, dataset: Any, cfg: AuditConfig | None = None,
                                           classes, baseline=baseline, by_column=by_column)
         except MetricsError as exc:
             result.notes.append(f"threshold-free and calibration numbers left out: {exc}")
+    result.skin_tone = skin_tone_summary(dataset)
     if image_size is not None:
         result.cost = model_cost(model, int(image_size), latency=cfg.latency).to_dict()
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..data import DataConfig, SynthDermConfig
 from ..engine import RunDir, TrainConfig, write_json
@@ -128,26 +129,14 @@ def _selection_finding(runs: dict[str, list[Path]]) -> str:
             "before any cut or fine-tuning: a run that keeps it found no iteration that improved validation FATE.")
 
 
-def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoResult:
-    """synthderm → baseline → audit → SCP and its controls over seeds → one comparison report.
+def scp_against_controls(base: Path, cfg: DemoConfig, out: Path, audit_cfg: AuditConfig
+                         ) -> tuple[dict[str, list[Path]], list[HeadToHead], Any, str | None]:
+    """SCP and its controls from the audited run `base`, per seed, each set against vanilla and every control.
 
-    Every step writes a run folder under `out`; running the demo again resumes
-    (finished runs are skipped). SCP is set against vanilla and against each
-    control head to head on the same test images (`paired_runs`); the sentences
-    are in `DemoResult.findings`, on the comparison page and in ``findings.json``.
+    Returns the run folders per scorer, the head-to-head intervals, the
+    baseline's SNNL-Fair scores and the premise-check sentence. The demo and
+    the planted positive control (`benchmarks/bench_planted.py`) share it.
     """
-    cfg = cfg or DemoConfig()
-    t0 = time.perf_counter()
-    out = Path(out)
-    data = DataConfig(name="synthderm", image_size=cfg.image_size, seed=0, progress=cfg.progress,
-                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                      synthderm=cfg.synthderm or SynthDermConfig(n=cfg.n, dark_contrast=cfg.dark_contrast))
-    train_cfg = TrainConfig(epochs=cfg.epochs, optimizer="adam", lr=5e-4, schedule="cosine", progress=cfg.progress)
-    base = out / "baseline"
-    train_from_config(data, ModelConfig(cfg.model, cfg.width), train_cfg, base)
-    audit_cfg = AuditConfig(n_boot=cfg.n_boot)
-    audit_run(base, audit_cfg)
-    write_run_report(base, split=audit_cfg.split)
     runs: dict[str, list[Path]] = {}
     ft = default_finetune()
     ft.epochs, ft.optimizer, ft.lr = cfg.finetune_epochs, "adam", 1e-4
@@ -172,6 +161,30 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
         for other, other_path in [("vanilla", base)] + [(LABELS.get(c, c), paths[c]) for c in cfg.controls]:
             pb = paired_runs(other_path, paths["snnl"], audit_cfg)
             heads.append(HeadToHead(seed=seed, other=other, eodd=pb["eodd"], f1=pb["f1"]))
+    return runs, heads, before, premise
+
+
+def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoResult:
+    """synthderm → baseline → audit → SCP and its controls over seeds → one comparison report.
+
+    Every step writes a run folder under `out`; running the demo again resumes
+    (finished runs are skipped). SCP is set against vanilla and against each
+    control head to head on the same test images (`paired_runs`); the sentences
+    are in `DemoResult.findings`, on the comparison page and in ``findings.json``.
+    """
+    cfg = cfg or DemoConfig()
+    t0 = time.perf_counter()
+    out = Path(out)
+    data = DataConfig(name="synthderm", image_size=cfg.image_size, seed=0, progress=cfg.progress,
+                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                      synthderm=cfg.synthderm or SynthDermConfig(n=cfg.n, dark_contrast=cfg.dark_contrast))
+    train_cfg = TrainConfig(epochs=cfg.epochs, optimizer="adam", lr=5e-4, schedule="cosine", progress=cfg.progress)
+    base = out / "baseline"
+    train_from_config(data, ModelConfig(cfg.model, cfg.width), train_cfg, base)
+    audit_cfg = AuditConfig(n_boot=cfg.n_boot)
+    audit_run(base, audit_cfg)
+    write_run_report(base, split=audit_cfg.split)
+    runs, heads, before, premise = scp_against_controls(base, cfg, out, audit_cfg)
     findings = _findings(heads, cfg.seeds) + [_selection_finding(runs)] + ([premise] if premise else [])
     for scorer, paths in runs.items():   # narrower Eodd bought with a wider AUC or ECE gap is called out
         for p in paths:

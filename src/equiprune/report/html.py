@@ -388,6 +388,29 @@ def _multigroup_frames(mg: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
     return t, g.set_index("metric")
 
 
+def skin_tone_section(st: Mapping[str, Any]) -> Section:
+    """The audit's skin tone estimated from the pixels: ITA categories against the given group, flagged images."""
+    conf = st.get("confusion") or {}
+    frame = pd.DataFrame(conf.get("counts") or [], index=conf.get("rows"), columns=conf.get("columns"))
+    frame.index.name = "given group"
+    text = ("Skin tone estimated from each image's pixels (equiprune.data.skin_tone: median ITA over a skin mask "
+            "taken from the image's border band, the lesion and dark, bright and blue-grey pixels left out). Rows: "
+            "the group the data gives; columns: the six ITA categories.")
+    fa = st.get("fitzpatrick_agreement")
+    if fa and fa.get("n"):
+        text += (f"\n\nAgainst the Fitzpatrick type in the data ({fa['n']} images): the ITA category equals the "
+                 f"type for {100 * _f(fa['exact']):.1f}% and is within one category for "
+                 f"{100 * _f(fa['within_one']):.1f}%.")
+    flagged = list(st.get("flagged") or [])
+    n_flagged = int(st.get("n_flagged") or 0)
+    text += (f"\n\n{n_flagged} of {st.get('n')} images have too few skin pixels for an ITA and form the group "
+             f"'unknown' (no number is made up for them)" + (": " + ", ".join(map(str, flagged[:30]))
+                                                             + (" ..." if n_flagged > 30 else "") if flagged else "")
+             + ".")
+    return Section("Skin tone estimated from the pixels (ITA)", text=text, html=frame_to_html(frame),
+                   markdown=frame_to_markdown(frame))
+
+
 def run_report_sections(run_path: str | Path, split: str = "test",
                         extra_sections: Sequence[Section] = ()) -> tuple[str, str, list[Section]]:
     """(title, subtitle, sections) of a run folder's report, from config.json and metrics.json."""
@@ -456,6 +479,8 @@ def run_report_sections(run_path: str | Path, split: str = "test",
                 html=frame_to_html(t) + frame_to_html(gaps), markdown=frame_to_markdown(t) + "\n" +
                 frame_to_markdown(gaps), images=[Image(f"Accuracy and F1 by {mg.get('column')}", img, "multigroup")]
                 if img else []))
+        if audit.get("skin_tone"):
+            sections.append(skin_tone_section(audit["skin_tone"]))
     else:
         subtitle = "not audited yet: run `equiprune audit --run " + str(rd.path) + "` for the numbers."
     history = metrics.get("history") or []
