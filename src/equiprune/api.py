@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .influence import Source as InfluenceSource
     from .methods.mitigate import MitigationConfig, MitigationResult
     from .methods.reprogram import ReprogramConfig
+    from .methods.stress_groups import StressConfig, StressResult
 
 
 def train(data: DataConfig, model: str = "vgg11", width: float = 0.25, cfg: TrainConfig | None = None,
@@ -126,6 +127,19 @@ def compress_order(run: str | Path, cfg: "CompressConfig", scp: SCPConfig, out: 
     from .methods.compress.order import order_study_from_run
     from .report.compress_report import write_order_outputs
     return write_order_outputs(order_study_from_run(run, cfg, scp, out))
+
+
+def stress_groups(run: str | Path, cfg: "StressConfig", out: str | Path) -> "StressResult":
+    """`equiprune stress-groups`: a fairness method with corrupted training groups, judged on clean test data.
+
+    Writes `out`/metrics.json and `out`/report.html (post/pre ratio curves, KS tests); resumes when run again.
+    """
+    from .engine import on_main
+    from .methods.stress_groups import stress_groups_from_run
+    from .report.stress_report import write_stress_report
+    result = stress_groups_from_run(run, cfg, out)
+    on_main(write_stress_report, out)
+    return result
 
 
 def audit(run: str | Path, cfg: AuditConfig | None = None, baseline: str | Path | None = None) -> AuditResult:
@@ -257,6 +271,6 @@ def summarize(source, k: int, out: str | Path, seed: int = 0):
 
 __all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "cluster", "compare", "compress",
            "compress_order", "cut_response", "demo", "influence", "influence_apps", "mitigate", "prune_fairprune",
-           "prune_obd", "prune_scp", "prune_skew", "report", "reprogram", "summarize", "train", "trim"]
+           "prune_obd", "prune_scp", "prune_skew", "report", "reprogram", "stress_groups", "summarize", "train", "trim"]
 
 

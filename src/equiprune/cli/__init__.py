@@ -11,7 +11,7 @@ from .. import __version__
 
 # Verb modules, in the order `--help` lists them; each has register(subparsers).
 VERBS = ("demo", "train", "audit", "prune", "mitigate", "compress", "reprogram", "influence", "cluster",
-         "summarize", "report", "compare")
+         "summarize", "stress_groups", "report", "compare")
 
 DESCRIPTION = """\
 Audit and repair the demographic fairness of image classifiers.

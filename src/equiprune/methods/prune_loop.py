@@ -313,11 +313,13 @@ class ChannelStep(PruneStep):
                 already = {c for r in self.removed for c in r}
                 scores = scores.copy()
                 scores[list(already)] = np.inf
-            cut = sorted(int(i) for i in np.argsort(scores, kind="stable")[:n_cut])
+            # A score of +inf means "never cut" (masked channels; a consensus scorer's unagreed ones).
+            cut = sorted(int(i) for i in np.argsort(scores, kind="stable")[:n_cut] if np.isfinite(scores[i]))
             if is_distributed():  # the scorer all-reduces, so a mismatch here is a bug, not noise
                 check_consistent(cut, f"channels chosen in {layer} at iteration {k}")
-            prune_channels(model, layer, cut, mode=cfg.surgery,
-                           example_inputs=example_input(self.image_size, device=next(model.parameters()).device))
+            if cut:
+                prune_channels(model, layer, cut, mode=cfg.surgery,
+                               example_inputs=example_input(self.image_size, device=next(model.parameters()).device))
             if is_distributed():
                 check_consistent(module_shapes(model), f"model shapes after pruning iteration {k}")
         self.removed.append(cut)

@@ -20,10 +20,10 @@ from torch import nn
 
 from ..data import scoring_dataset
 from ..engine import RunDir
-from ..scoring import (ChannelScorer, FixedScores, KnownFirst, L1Scorer, RandomScorer, SNNLFairScorer,
-                       null_check_text)
+from ..scoring import (ChannelScorer, ConsensusScorer, FixedScores, KnownFirst, L1Scorer, RandomScorer,
+                       SNNLFairScorer, null_check_text)
 from ..surgery import layer_out_channels
-from .prune_loop import KEEPS_ZEROS, LoopConfig, LoopResult, run_prune_loop
+from .prune_loop import KEEPS_ZEROS, LoopConfig, LoopResult, channels_to_cut, run_prune_loop
 
 SCORERS = ("snnl", "random", "l1", "none")
 SCORER_LABELS = {"snnl": "SCP (SNNL-Fair)", "random": "random channels", "l1": "L1-magnitude channels",
@@ -40,6 +40,8 @@ class SCPConfig(LoopConfig):
     score_split: str = "train"      # which split (with the test transform) the scores are computed on
     score_batch_size: int = 128     # the reference batching: fixed order, last partial batch dropped
     null_draws: int = 4             # premise check: re-score the start model with shuffled groups (0: off)
+    consensus: int = 0              # > 1: score on this many bootstrap resamples, cut only channels most agree on
+    tau: float = 0.5                # consensus: share of resamples that must choose a channel for it to be cut
 
     def validate(self) -> None:
         super().validate()
@@ -49,6 +51,12 @@ class SCPConfig(LoopConfig):
             raise ValueError(f"variant must be 'reference' or 'paper', got {self.variant!r}")
         if self.null_draws < 0:
             raise ValueError(f"null_draws must be >= 0 (0 turns the premise check off), got {self.null_draws}")
+        if self.consensus == 1 or self.consensus < 0:
+            raise ValueError(f"consensus must be 0 (off) or at least 2 bootstrap resamples, got {self.consensus}")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.consensus and self.scorer != "snnl":
+            raise ValueError("consensus applies to the SNNL-Fair scorer only (scorer 'snnl')")
         if self.score_split not in ("train", "val"):
             raise ValueError(f"score_split must be 'train' or 'val', got {self.score_split!r}")
 
@@ -84,6 +92,11 @@ def make_scorer(splits: Any, cfg: SCPConfig) -> ChannelScorer | None:
         return RandomScorer(seed=cfg.seed)
     if cfg.scorer == "l1":
         return L1Scorer()
+    if cfg.consensus:
+        return ConsensusScorer(scoring_dataset(splits, cfg.score_split), rounds=cfg.consensus, tau=cfg.tau,
+                               seed=cfg.seed, k=lambda channels: channels_to_cut(channels, cfg),
+                               snnl={"variant": cfg.variant, "batch_size": cfg.score_batch_size,
+                                     "temperature": cfg.temperature, "progress": cfg.progress})
     return snnl_scorer(splits, cfg)
 
 
@@ -124,7 +137,7 @@ def run_scp(model: nn.Module, splits: Any, cfg: SCPConfig, run_dir: str | Path |
     elif before is None:
         before = snnl(model, layer)
     before = FixedScores(before)(model, layer)  # checks the length against the layer
-    if cfg.scorer == "snnl":
+    if cfg.scorer == "snnl" and not cfg.consensus:
         # Iteration 1 scores the start model, which `before` already did.
         scorer = KnownFirst(snnl, before, at=1)
     loop = run_prune_loop(model, splits, cfg, scorer, run_dir=rd, arch=arch)

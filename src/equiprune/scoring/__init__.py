@@ -5,6 +5,7 @@ lowest cut first. The scorer objects of `scorers` (built with their data and
 settings, called as ``scorer(model, layer)``) are the contract the pruning
 loop and every method use; the functions below are what they compute.
 """
+from .consensus import ConsensusScorer
 from .saliency import (SaliencyError, channel_saliency, fairprune_saliency, group_hessians, hessian_diagonal,
                        obd_saliency, select_smallest)
 from .simple import l1_channel_scores, random_channel_scores
@@ -16,7 +17,7 @@ from .snnl import (VARIANTS, ScoringError, SNNLNullCheck, null_check_text, snnl_
                    snnl_null_check)
 
 __all__ = [
-    "ChannelScorer", "FixedScores", "HessianSaliencyScorer", "KnownFirst", "L1Scorer", "Negated", "RandomScorer",
+    "ChannelScorer", "ConsensusScorer", "FixedScores", "HessianSaliencyScorer", "KnownFirst", "L1Scorer", "Negated", "RandomScorer",
     "SNNLFairScorer", "ScoreFn", "Scorer", "SkewnessScorer", "out_channels", "scorer_at",
     "SaliencyError", "ScoringError", "SkewnessAccumulator", "SkewnessScores", "VARIANTS", "channel_saliency",
     "fairprune_saliency", "group_hessians", "hessian_diagonal", "l1_channel_scores", "obd_saliency",
