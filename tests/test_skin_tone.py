@@ -47,6 +47,23 @@ def test_mask_leaves_out_lesion_and_artefacts_and_ita_is_right(angle):
     assert tone.category()[0] == st.ita_category(np.array([angle]))[0]
 
 
+def test_skin_tone_shift_moves_the_skin_and_keeps_the_lesion():
+    rgb, truly_skin = _image(50.0)
+    out = st.shift_skin_tone(rgb, -20.0)
+    assert abs(st.image_ita(out[None]).ita[0] - (-20.0)) < 2.0
+    lesion = ~truly_skin
+    lesion[:5, :5] = False  # the black corner is not lesion but is left alone too
+    assert np.array_equal(out[:, lesion], rgb[:, lesion])
+    import torch
+
+    from equiprune.data.transforms import train_transform
+    torch.manual_seed(0)
+    t = train_transform("skin-tone", 40, normalize=False)
+    outs = [t(torch.from_numpy(rgb)) for _ in range(12)]
+    itas = st.image_ita(np.stack([(o * 255).round().byte().numpy() for o in outs])).ita
+    assert (np.abs(itas - 50.0) > 8).sum() >= 2 and (np.abs(itas - 50.0) < 2).sum() >= 2  # some moved, some not
+
+
 def test_an_image_without_skin_is_flagged_never_nan_downstream():
     black = np.zeros((2, 3, 16, 16), np.uint8)
     blue = black.copy()

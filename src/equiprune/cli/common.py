@@ -122,8 +122,10 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False, defau
                         "tan, read as Fitzpatrick I-III against IV-VI)")
     g.add_argument("--label-level", choices=["low", "mid", "high"], default="low",
                    help="fitzpatrick17k labels: 114 (low), 9 (mid) or 3 (high) classes")
-    g.add_argument("--augment", choices=["auto", "paper", "light", "none"], default="auto",
-                   help="training augmentation (auto: light for synthderm, the papers' recipe otherwise)")
+    g.add_argument("--augment", choices=["auto", "paper", "light", "none", "skin-tone"], default="auto",
+                   help="training augmentation (auto: light for synthderm, the papers' recipe otherwise; "
+                        "skin-tone: light plus, for half the images, the skin moved to another ITA category "
+                        "with the lesion kept)")
     g.add_argument("--image-column", default="image", help="csv loader: image file column")
     g.add_argument("--label-column", default="label", help="csv loader: label column")
     g.add_argument("--split-column", default=None, help="csv loader: train/val/test column (else split here)")

@@ -47,7 +47,8 @@ from .colour import fitzpatrick_from_ita, ita, srgb_to_lab
 
 __all__ = ["MaskConfig", "SkinTone", "skin_mask", "image_ita", "estimate_skin_tone", "ita_category",
            "ITA_CATEGORY_NAMES", "agreement", "add_skin_tone_columns", "regroup_by_ita", "skin_tone_summary",
-           "flagged_items", "ita_group_names", "FLAGGED_NAME"]
+           "flagged_items", "ita_group_names", "FLAGGED_NAME", "shift_skin_tone", "SkinToneAugment",
+           "CATEGORY_CENTRES"]
 
 #: Category code (1..6) -> name.
 ITA_CATEGORY_NAMES: dict[int, str] = {1: "very light (>55°)", 2: "light (41–55°)", 3: "intermediate (28–41°)",
@@ -105,13 +106,16 @@ def skin_mask(rgb_uint8: np.ndarray, cfg: MaskConfig = MaskConfig()) -> np.ndarr
     return mask[0] if single else mask
 
 
-def _mask_from_lab(lab: np.ndarray, cfg: MaskConfig) -> np.ndarray:
+def _mask_from_lab(lab: np.ndarray, cfg: MaskConfig, band_only: bool = True) -> np.ndarray:
+    """The skin mask; `band_only=False` applies the band's thresholds to every pixel (skin around the lesion
+    too, as the skin-tone augmentation needs)."""
     n, h, w, _ = lab.shape
     bh, bw = max(1, int(round(cfg.band * h))), max(1, int(round(cfg.band * w)))
     band = np.ones((h, w), dtype=bool)
     band[bh:h - bh, bw:w - bw] = False
     L, b = lab[..., 0], lab[..., 2]
-    cand = band[None] & (L >= cfg.dark_limit) & (L <= cfg.bright_limit) & (b >= cfg.min_b)
+    plausible = (L >= cfg.dark_limit) & (L <= cfg.bright_limit) & (b >= cfg.min_b)
+    cand = band[None] & plausible
     Lc = np.where(cand, L, np.nan).reshape(n, -1)
     with np.errstate(all="ignore"):
         import warnings
@@ -121,7 +125,7 @@ def _mask_from_lab(lab: np.ndarray, cfg: MaskConfig) -> np.ndarray:
             mad = np.nanmedian(np.abs(Lc - med[:, None]), axis=1)
     spread = np.maximum(cfg.outlier_sd * 1.4826 * np.nan_to_num(mad), cfg.min_spread)
     med = np.nan_to_num(med, nan=-1e9)
-    return cand & (np.abs(L - med[:, None, None]) <= spread[:, None, None])
+    return (cand if band_only else plausible) & (np.abs(L - med[:, None, None]) <= spread[:, None, None])
 
 
 def image_ita(rgb_uint8: np.ndarray, cfg: MaskConfig = MaskConfig()) -> SkinTone:
@@ -286,3 +290,68 @@ def skin_tone_summary(dataset: Any) -> dict[str, Any] | None:
         cat = ita_category(meta["ita"].to_numpy(), meta["skin_flagged"].to_numpy(dtype=bool))
         out["fitzpatrick_agreement"] = agreement(fitz[ok].astype(np.int64), cat[ok])
     return out
+
+
+#: The ITA at the middle of each category (the outer two: 10° inside their open end), augmentation targets.
+CATEGORY_CENTRES: dict[int, float] = {1: 62.0, 2: 48.0, 3: 34.5, 4: 19.0, 5: -10.0, 6: -40.0}
+
+
+def shift_skin_tone(rgb_uint8: np.ndarray, target_ita: float, cfg: MaskConfig = MaskConfig()) -> np.ndarray:
+    """One uint8 image (3, H, W) with its skin moved to the ITA `target_ita`, the lesion left as it is.
+
+    The skin (every pixel passing the mask's thresholds, not only the border
+    band) is shifted by one (ΔL*, Δb*): from the skin's median colour to the
+    point of the same b* on the target ITA line, L* = 50 + b*·tan(ITA) (L*
+    kept in [20, 85], b* moved along the line when L* is clipped). Lesion
+    pixels and artefacts are not touched. An image flagged for too few skin
+    pixels comes back unchanged.
+    """
+    from .colour import lab_to_srgb
+
+    lab = _lab(np.asarray(rgb_uint8)[None])
+    if _mask_from_lab(lab, cfg).mean() < cfg.min_fraction:
+        return np.asarray(rgb_uint8)
+    skin = _mask_from_lab(lab, cfg, band_only=False)[0]
+    L0, b0 = np.median(lab[0, ..., 0][skin]), np.median(lab[0, ..., 2][skin])
+    t = np.tan(np.radians(target_ita))
+    b1 = max(b0, 4.0)
+    L1 = 50.0 + b1 * t
+    if not 20.0 <= L1 <= 85.0:
+        L1 = float(np.clip(L1, 20.0, 85.0))
+        b1 = (L1 - 50.0) / t if abs(t) > 1e-6 else b1
+    out = lab[0].copy()
+    out[..., 0][skin] += L1 - L0
+    out[..., 2][skin] += b1 - b0
+    return np.round(lab_to_srgb(out) * 255.0).astype(np.uint8).transpose(2, 0, 1)
+
+
+class SkinToneAugment:
+    """With probability `p`, move the skin of a uint8 image to another ITA category (the lesion kept).
+
+    The target is the centre of a category drawn uniformly among the other
+    five, with ±4° jitter: CIRCLe's idea (the same lesion on other skin
+    tones) without a generative model, as the dermequity package's colour
+    augmentation does. Uses torch's RNG, so DataLoader seeding makes it
+    reproducible.
+    """
+
+    def __init__(self, p: float = 0.5, cfg: MaskConfig = MaskConfig()) -> None:
+        self.p, self.cfg = p, cfg
+
+    def __call__(self, img: Any) -> Any:
+        import torch
+
+        if float(torch.rand(())) >= self.p:
+            return img
+        arr = img.numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+        tone = image_ita(arr[None], self.cfg)
+        current = int(tone.category()[0])
+        if current == 0:
+            return img
+        others = [c for c in CATEGORY_CENTRES if c != current]
+        target = CATEGORY_CENTRES[others[int(torch.randint(len(others), ()))]] + float(torch.rand(()) * 8 - 4)
+        out = shift_skin_tone(arr, target, self.cfg)
+        return torch.from_numpy(np.ascontiguousarray(out)) if isinstance(img, torch.Tensor) else out
+
+    def __repr__(self) -> str:
+        return f"SkinToneAugment(p={self.p})"

@@ -22,6 +22,9 @@ Presets (``augment``):
   stored ``resize_size`` if it is larger than ``image_size``, else from a
   reflect-padded image).
 * ``"none"``: the test transform.
+* ``"skin-tone"``: ``light`` after, with probability 0.5, moving the skin of
+  the image to another ITA category with the lesion kept
+  (:class:`equiprune.data.skin_tone.SkinToneAugment`).
 
 Test transform: Resize(resize_size) -> CenterCrop(image_size) -> normalise.
 """
@@ -39,7 +42,7 @@ __all__ = [
     "PRESETS", "IMAGENET_MEAN", "IMAGENET_STD",
 ]
 
-PRESETS: tuple[str, ...] = ("paper", "light", "none")
+PRESETS: tuple[str, ...] = ("paper", "light", "none", "skin-tone")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -141,6 +144,9 @@ def train_transform(
         return test_transform(image_size, resize_size, normalize)
     if preset == "light":
         return LightAugment(image_size, resize_size, normalize)
+    if preset == "skin-tone":  # the light preset after moving the skin to another ITA category (lesion kept)
+        from .skin_tone import SkinToneAugment
+        return v2.Compose([SkinToneAugment(p=0.5), LightAugment(image_size, resize_size, normalize)])
     if preset == "paper":
         affine = dict(degrees=180, scale=(0.8, 1.2), shear=10)
         side = 16.0 / 224.0  # cutout side relative to the input, as 16 px at 224 in the reference
