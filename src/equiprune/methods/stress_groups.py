@@ -31,7 +31,9 @@ same layer). A method is a row of `METHODS`; mitigation methods join there.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -194,7 +196,8 @@ def adversarial_bits(model: nn.Module, splits: Any, items: np.ndarray, cfg: Stre
         return -gap(np.asarray(solution.get_x(), dtype=np.int64))
 
     dimension = Dimension(dim, [[0, 1]] * dim, [False] * dim)
-    best = Opt.min(Objective(objective, dimension), Parameter(budget=cfg.budget, seed=seed))
+    with contextlib.redirect_stdout(io.StringIO()):   # zoopt prints its progress; the log gets the summary
+        best = Opt.min(Objective(objective, dimension), Parameter(budget=cfg.budget, seed=seed))
     bits = np.asarray(best.get_x(), dtype=np.int64)[block_of]
     log(f"RACOS: {len(trace)} evaluations, validation {cfg.objective} of the cut from {trace[0]:.4f} (first) to "
         f"{max(trace):.4f} (best)")
