@@ -53,11 +53,15 @@ def test_planted_filters_are_invisible_to_l1_and_the_rest_is_unchanged(planted):
     assert planted_recall(np.arange(64.0), [0, 1, 5, 9])["recall"] == 0.5  # recall counts the lowest k only
 
 
-def test_run_folder_and_refusals(runs, tmp_path):
+def test_run_folder_and_refusals(runs, tmp_path, monkeypatch):
     res = plant_from_run(runs["child_a"], PlantConfig(k=2, seed=1, probe_samples=100), tmp_path / "planted")
     again = open_run(tmp_path / "planted")
     assert again.extra["planted"]["channels"] == res.channels
     assert again.config["kind"] == "planted"
+    import equiprune.methods.planted as planted_module
+    monkeypatch.setattr(planted_module, "plant_channels", lambda *a, **k: pytest.fail("planted again"))
+    assert plant_from_run(runs["child_a"], PlantConfig(k=2, seed=1, probe_samples=100),
+                          tmp_path / "planted").channels == res.channels     # resumed: the stored plant
     with pytest.raises(ValueError, match="k .planted channels. must be >= 1"):
         PlantConfig(k=0).validate()
     with pytest.raises(PlantError, match="VGG-style"):

@@ -339,6 +339,10 @@ def plant_from_run(parent_path: str | Path, cfg: PlantConfig, out: str | Path) -
     parent, rd = start_child_run(parent_path, out, "planted", cfg,
                                  check=lambda run: _classifier_linears(run.model, cfg.layer or
                                                                        last_conv_name(run.model)))
+    stored = rd.read_metrics().get(SECTION)
+    if stored and rd.model_path.exists():   # finished before: the planted model is kept, not planted again
+        from .runs import open_run
+        return PlantResult(model=open_run(rd.path).model, **stored)
     result = plant_channels(parent.model, parent.splits(), cfg)
     rd.set_section(SECTION, result.to_dict())
     rd.log(plant_sentence(result), echo=False)
