@@ -44,38 +44,40 @@ def main() -> None:
     out = Path(args.out + ("-quick" if args.quick else ""))
     run = Path(args.run) if args.run else baseline(Path("runs/bench-planted-quick"), quick=True)
     t0 = time.perf_counter()
-    results, lines = {}, []
+    res_dir = Path(__file__).parent / "results"
+    stem = "stress_groups_quick" if args.quick else "stress_groups"
+    path = res_dir / f"{stem}.json"
+    # Methods may run in separate processes (--methods X): each adds its own entry to the results file.
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    results = stored.get("methods", {}) if stored.get("meta", {}).get("flips") == list(flips) else {}
     for name in args.methods:
         cfg = StressConfig(flips=flips, seeds=seeds, budget=budget, blocks=16, max_iters=2, finetune_epochs=1,
                            progress=False, **VARIANTS[name])
         t = time.perf_counter()
-        res = api.stress_groups(run, cfg, out / name)
-        section = res.to_dict()
-        results[name] = {**section, "findings": stress_findings(section), "seconds": time.perf_counter() - t}
-        lines += [f"## {name}", "", *[f"- {f}" for f in results[name]["findings"]], "",
+        section = api.stress_groups(run, cfg, out / name).to_dict()
+        fresh = json.loads(path.read_text()).get("methods", {}) if path.exists() else {}
+        results = {**fresh, **results, name: {**section, "findings": stress_findings(section),
+                                              "seconds": time.perf_counter() - t}}
+    seconds = time.perf_counter() - t0
+    meta = {"quick": args.quick, "run": str(run), "flips": list(flips), "seeds": list(seeds), "budget": budget,
+            "seconds": seconds, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
+    path.write_text(json.dumps({"meta": meta, "methods": results}, indent=2) + "\n")
+    lines = []
+    for name, section in results.items():
+        lines += [f"## {name} ({section['seconds'] / 60:.0f} min)", "", *[f"- {f}" for f in section["findings"]], "",
                   "| attack | metric | " + " | ".join(f"ρ={f:g}" for f in flips) + " |",
                   "|---|---|" + "---|" * len(flips)]
         for attack, per in section["ratios"].items():
             for metric, row in per.items():
                 lines.append(f"| {attack} | {metric} post/pre | "
                              + " | ".join("–" if v is None else f"{v:.2f}" for v in row) + " |")
-        pre = [r["test"] for r in section["records"] if r["flip"] == 0]
-        if pre:
-            lines.append("")
-            lines.append("Clean runs (ρ = 0), test: " + "; ".join(
-                f"seed {r['seed']}: Eodd {r['test']['eodd']:.3f}, macro-F1 {r['test']['f1']:.3f}"
-                for r in section["records"] if r["flip"] == 0) + ".")
-        lines.append("")
-    seconds = time.perf_counter() - t0
-    meta = {"quick": args.quick, "run": str(run), "flips": flips, "seeds": seeds, "budget": budget,
-            "seconds": seconds, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
-    res_dir = Path(__file__).parent / "results"
-    stem = "stress_groups_quick" if args.quick else "stress_groups"
-    (res_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "methods": results}, indent=2) + "\n")
+        lines += ["", "Clean runs (ρ = 0), test: " + "; ".join(
+            f"seed {r['seed']}: Eodd {r['test']['eodd']:.3f}, macro-F1 {r['test']['f1']:.3f}"
+            for r in section["records"] if r["flip"] == 0) + ".", ""]
     head = [f"# stress-groups ({'quick' if args.quick else 'toy baseline'}): flips {', '.join(map(str, flips))}; "
             f"seeds {', '.join(map(str, seeds))}; RACOS budget {budget}", "",
-            f"{seconds / 60:.1f} min on {meta['machine']}, {meta['date']}; baseline {run}. Every method: 5% of the "
+            f"{meta['machine']}, {meta['date']} (loaded shared host); baseline {run}. Every method: 5% of the "
             "last conv layer per iteration, 2 iterations, 1 fine-tuning epoch (Adam 1e-4); groups of the training "
             "split corrupted, validation and test clean; post/pre = mean over seeds / mean of the clean runs.", ""]
     (res_dir / f"{stem}.md").write_text("\n".join(head + lines) + "\n")
