@@ -42,7 +42,7 @@ def test_the_loop_never_cuts_a_channel_scored_inf():
     model = build_model("vgg11", 3, width=0.125, image_size=32)
     res = run_prune_loop(model, splits, LoopConfig(n=4, max_iters=1, th_fair=-1.0, progress=False,
                                                         finetune=sg._finetune(0)),
-                         lambda m, layer, it: np.full(m.get_submodule(layer).weight.shape[0], np.inf))
+                         lambda m, layer: np.full(m.get_submodule(layer).weight.shape[0], np.inf))
     assert res.removed == [[]] and res.history[-1]["channels"] == res.history[0]["channels"]
 
 
