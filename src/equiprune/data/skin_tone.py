@@ -163,7 +163,7 @@ def estimate_skin_tone(images: Any, cfg: MaskConfig = MaskConfig(), cache_dir: s
             with np.load(path) as z:
                 tone = SkinTone(ita=z["ita"], skin_fraction=z["skin_fraction"], flagged=z["flagged"])
             return tone if rows is None else tone[rows]
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, EOFError):
             pass  # unreadable: compute again
     source = np.load(images.path, mmap_mode="r") if isinstance(images, NpyImages) else np.asarray(images)
     parts = []
@@ -173,8 +173,11 @@ def estimate_skin_tone(images: Any, cfg: MaskConfig = MaskConfig(), cache_dir: s
     tone = SkinTone(ita=np.concatenate([p.ita for p in parts]) if parts else np.zeros(0),
                     skin_fraction=np.concatenate([p.skin_fraction for p in parts]) if parts else np.zeros(0),
                     flagged=np.concatenate([p.flagged for p in parts]) if parts else np.zeros(0, bool))
-    atomic_write(path, lambda tmp: np.savez(tmp, ita=tone.ita, skin_fraction=tone.skin_fraction,
-                                            flagged=tone.flagged))
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as fh:   # a file object: np.savez would add ".npz" to a bare temporary name
+            np.savez(fh, ita=tone.ita, skin_fraction=tone.skin_fraction, flagged=tone.flagged)
+
+    atomic_write(path, save)
     return tone if rows is None else tone[rows]
 
 
