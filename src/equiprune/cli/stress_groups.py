@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
                        max_iters=args.max_iters, finetune_epochs=args.finetune_epochs, consensus=args.consensus,
                        tau=args.tau, progress=not args.quiet)
     result = api.stress_groups(args.run, cfg, args.out)
-    from ..methods.stress_groups import stress_findings
-    for line in stress_findings(result.to_dict()):
+    for line in result.findings():
         print(line)
     done("report", f"{args.out}/report.html")
     return 0

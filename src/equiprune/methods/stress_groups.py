@@ -135,6 +135,10 @@ class StressResult:
     ratios: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
     ks: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
+    def findings(self) -> list[str]:
+        """The sentences of `stress_findings` for this result."""
+        return stress_findings(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         return {"records": self.records, "ratios": self.ratios, "ks": self.ks, "flips": list(self.config.flips),
                 "method": self.config.method, "consensus": self.config.consensus}
