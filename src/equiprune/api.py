@@ -236,6 +236,12 @@ def trim(source: "InfluenceSource", cfg: "TrimConfig | None" = None, out: str | 
     return result
 
 
+def trim_findings(rows, impact: str) -> str:
+    """The trim verdict sentences (influence trimming against the random range per budget)."""
+    from .report.influence_report import trim_findings as findings
+    return findings(rows, impact)
+
+
 def influence_apps(scenario: str, out: str | Path, **kwargs):
     """`equiprune influence-apps`: trimming in the thesis's scenarios (poisoning, evasion, online, active)."""
     from .engine import on_main

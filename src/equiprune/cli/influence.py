@@ -202,7 +202,6 @@ def run_influence(args: argparse.Namespace) -> int:
 def run_trim(args: argparse.Namespace) -> int:
     from .. import api
     from ..influence import InfluenceConfig, TrimConfig
-    from ..report.influence_report import trim_findings
     seeds = tuple(int(s) for s in args.random_seeds.split(",") if s.strip())
     cfg = TrimConfig(impact=args.impact, budgets=args.budgets, cap_at_negative=not args.exact_budget,
                      max_group_share=args.max_group_share, mode=args.mode, weight=args.weight,
@@ -213,7 +212,7 @@ def run_trim(args: argparse.Namespace) -> int:
     spec = (FinetuneSpec(args.finetune_budget, args.finetune_controls, epochs=args.finetune_epochs)
             if args.finetune_budget is not None else None)
     result = api.trim(_source(args), cfg, args.out, icfg, progress=not args.quiet, finetune=spec)
-    print(trim_findings(result.rows, args.impact))
+    print(api.trim_findings(result.rows, args.impact))
     for name, path in result.finetuned.items():
         done(f"fine-tuned model ({name})", path)
     done("results", f"{args.out}/trim.csv")

@@ -111,15 +111,9 @@ def fit_algorithm(name: str, pts: Points, k: int, seed: int = 0, cfc_cfg: CFCCon
 
 
 def _open(out: str | Path, kind: str, source: PointSource, settings: dict[str, Any]) -> RunDir:
-    """The output folder: for a run source a child of that run via the one child-run entry."""
-    if source.run is not None:
-        from ..methods.runs import start_child_run
-        _, rd = start_child_run(source.run, out, kind, settings, verb=kind, source=source.describe())
-        return rd
-    rd = RunDir(out)
-    rd.check_or_write_config({"kind": kind, "source": source.describe(), "settings": settings},
-                             keys=["kind", "source", "settings"])
-    return rd
+    """The output folder (a child of the run for a run source): influence's one opener, shared."""
+    from ..influence.folders import _open as open_output
+    return open_output(out, kind, source, settings)
 
 
 def _write_csv(rd: RunDir, name: str, frame: pd.DataFrame) -> None:
