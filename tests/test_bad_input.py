@@ -110,6 +110,16 @@ def test_temp_names_are_unique_and_removed_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
+def test_numpy_writers_that_append_a_suffix_land_on_the_target(tmp_path):
+    """np.savez / np.save append .npz / .npy to a name without it; the temporary name must already end so."""
+    import numpy as np
+    atomic_write(tmp_path / "cache.npz", lambda tmp: np.savez(tmp, a=np.arange(3)))
+    atomic_write(tmp_path / "x.npy", lambda tmp: np.save(tmp, np.ones(2)))
+    assert np.load(tmp_path / "cache.npz")["a"].tolist() == [0, 1, 2]
+    assert np.load(tmp_path / "x.npy").tolist() == [1.0, 1.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz", "x.npy"]
+
+
 # ---------------------------------------------------------------- 2. broken models never look fair
 
 def test_nan_checkpoint_stops_the_audit_naming_the_parameter(base, tmp_path, capsys):

@@ -84,12 +84,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
 
     The temporary name is unique (two processes writing the same file never
     share it) and is removed if writing fails; a write failure is raised as a
-    `WriteError` naming `path`.
+    `WriteError` naming `path`. The temporary name ends with `path`'s own
+    suffix, because writers such as ``np.save``/``np.savez`` append ``.npy``
+    / ``.npz`` to a name without it (and the rename would then move an empty
+    file).
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     except OSError as exc:
         raise write_error(path, exc) from exc
     os.close(fd)
