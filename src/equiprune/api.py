@@ -253,16 +253,18 @@ def influence_apps(scenario: str, out: str | Path, **kwargs):
 
 
 def cluster(job: str, source, out: str | Path, **kwargs):
-    """`equiprune cluster JOB`: fit (vanilla and fair algorithms, CFC), metrics, attack, antidote; report.html.
+    """`equiprune cluster JOB`: fit (vanilla and fair algorithms, CFC), metrics, attack, attack-spillover,
+    attack-deep, transfer, antidote; summarize; report.html.
 
-    `source` is a `cluster.PointSource`; kwargs are the job's settings (see `cluster.folders`).
+    `source` is a `cluster.PointSource` (a `cluster.deep_data.ImageSource` for attack-deep and transfer); kwargs are the job's settings (see `cluster.folders`).
     """
-    from .cluster import folders
+    from .cluster import deep_folders, folders
     from .engine import on_main
     from .report.cluster_report import write_cluster_report
     jobs = {"fit": folders.fit_to_folder, "metrics": folders.score_to_folder,
             "attack": folders.attack_to_folder, "antidote": folders.antidote_to_folder,
-            "attack-spillover": folders.spillover_to_folder, "summarize": folders.summarize_to_folder}
+            "attack-spillover": folders.spillover_to_folder, "summarize": folders.summarize_to_folder,
+            "attack-deep": deep_folders.deep_attack_to_folder, "transfer": deep_folders.transfer_to_folder}
     if job not in jobs:
         raise ValueError(f"unknown cluster job {job!r}; choose from {', '.join(jobs)}")
     result = jobs[job](source, out=out, **kwargs)

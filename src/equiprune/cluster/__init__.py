@@ -6,7 +6,12 @@
 * `attack`: the group-membership flip attack (RACOS, zoopt) and its random baseline;
 * `cfc`: Consensus Fair Clustering, the defense;
 * `antidote`: antidote points that make vanilla clustering fair (Algorithm 3);
-* `folders`: the run folders of `equiprune cluster ...`.
+* `spillover`: one-point spill-over poisoning of k-means / Ward (§2.2);
+* `summarize`: SumBal, FVS-LP and proportional review sets (§3.2);
+* `deep_data`, `deep_model`, `blackbox`, `deep_attack`: images read offline, a small DEC model, the
+  query-counting black box, and the GAN evasion attack with adversarial retraining (§2.3);
+* `transfer`: the attack sent to a clustering service behind a callable or a command (§2.4);
+* `folders`, `deep_folders`: the run folders of `equiprune cluster ...`.
 """
 from .algorithms import ALGORITHMS, FAIR, Clustering
 from .antidote import AntidoteConfig, antidote

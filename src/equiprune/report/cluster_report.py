@@ -88,6 +88,34 @@ def write_cluster_report(run_path: str | Path) -> Path:
                                 "clustered again. target_depth is the moved point's COMD depth, depth_quantile its "
                                 "quantile among the data's depths (the rule keeps it above 0.1).",
                                 html=frame_to_html(df), markdown=frame_to_markdown(df)))
+    if "deep_attack" in m:
+        sec = m["deep_attack"]
+        title = "Black-box evasion attack on a deep clustering model"
+        df = pd.read_csv(rd.file("attack_deep.csv")).round(3)
+        sections.append(Section("Before and after the attack (Table 2.3's columns, Table 2.4's query count)",
+                                f"{sec['n']} {sec['source']} images ({sec['classes']} classes), a DEC model "
+                                f"(autoencoder + soft k-means) attacked by a generator whose perturbations have L2 "
+                                f"norm at most {sec['eps']:g}. queries = batched calls to the black box while "
+                                "training the generator (score-based: memberships seen; decision-based: labels only). "
+                                "changed = share of images whose cluster moved; clusters_after < k is the thesis's "
+                                "'clustering breakdown'. The defense is adversarial retraining, attacked with the old "
+                                "generator and with a new one.",
+                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
+    if "transfer" in m:
+        sec = m["transfer"]
+        title = "Transfer of the attack to a clustering service"
+        b, a = sec["service_before"], sec["service_after"]
+        df = pd.DataFrame([{"service": sec["service"], "images": sec["images"],
+                            "moved on the surrogate": sec["surrogate_changed"],
+                            "moved on the service": sec["service_changed"], "transfer rate": sec["transfer_rate"],
+                            **{f"{k} before": b.get(k) for k in ("nmi", "ari", "acc")},
+                            **{f"{k} after": a.get(k) for k in ("nmi", "ari", "acc")}}]).round(3)
+        sections.append(Section("Transfer (thesis §2.4's form)",
+                                "Adversarial images made against a local surrogate (DEC) were sent to the service; "
+                                "its clusters of the adversarial images are matched to those of the clean images "
+                                "before counting moves. Transfer rate = share of the images moved on the surrogate "
+                                "that also moved on the service.",
+                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
     if "summarize" in m:
         sec = m["summarize"]
         title = f"A review set of {sec['k']} items with the groups in proportion"
