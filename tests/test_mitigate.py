@@ -358,3 +358,90 @@ def test_report_and_audit_take_a_mitigated_run(base_run):
     page = api.report([base_run / "base", run], out=base_run / "page")
     assert page.html_path.exists() and len(page.runs) == 2
     assert "Post-processing" in page.md_path.read_text() or "postprocess" in page.md_path.read_text()
+
+
+# ----------------------------------------------------------------------------- FME and ME-FairPrune
+
+
+def test_early_exit_takes_the_first_confident_exit_and_the_final_exit_otherwise(splits32):
+    from equiprune.models import attach_exits, early_exit, exit_heads
+
+    # Exit 0 confident for item 0, exit 2 for item 1 (exit 0 not), nobody for item 2 (only the final is).
+    big = 10.0
+    z = [torch.tensor([[big, 0, 0], [0, 0, 0], [0, 0, 0]]), torch.tensor([[0, big, 0], [0, 0, 0], [0, 0, 0]]),
+         torch.tensor([[0, 0, 0], [0, 0, big], [0, 0, 0]]), torch.tensor([[0, 0, big], [big, 0, 0], [0, big, 0]])]
+    out, index = early_exit(z, 0.8)
+    assert index.tolist() == [0, 2, 3] and torch.equal(out, torch.stack([z[0][0], z[2][1], z[3][2]]))
+    # On a model: every item's output against a per-item walk through its exits' confidences.
+    model = _model()
+    heads = attach_exits(model, 3)
+    model.eval()
+    x = splits32.test.x[:24]
+    with torch.no_grad():
+        for branch in heads.branches[:2]:  # exits 0 and 1 output uniform scores: never confident
+            branch[-1].weight.zero_()
+            branch[-1].bias.zero_()
+        model(x)
+        # θ at the median confidence of exit 2: about half the items leave there, the rest at the final exit
+        heads.threshold = float(F.softmax(heads.last_logits[2], 1).max(1).values.median()) + 1e-6
+        out = model(x)
+    logits = heads.last_logits
+    direct = []
+    for i in range(len(x)):
+        k = next((k for k in range(len(logits) - 1) if F.softmax(logits[k][i], 0).max() >= heads.threshold),
+                 len(logits) - 1)
+        direct.append(k)
+    assert heads.last_index.tolist() == direct and 2 in direct and len(logits) - 1 in direct
+    assert torch.equal(out, torch.stack([logits[k][i] for i, k in enumerate(direct)]))
+    assert exit_heads(model) is heads and takes_group(model) is False
+
+
+def test_fme_loss_equals_a_direct_computation(splits32):
+    from equiprune.methods.mitigate.fme import FMEConfig, build
+    from equiprune.methods.mitigate.hsic import gaussian_kernel, hsic_unbiased
+
+    model = _model()
+    plugin = build(model, splits32, FMEConfig(lam=0.5, weights="ramp"))
+    model.eval()  # no dropout: the direct pass below sees the same function
+    x, y, g = splits32.train.x[:30], torch.as_tensor(splits32.train.labels[:30]), \
+        torch.as_tensor(splits32.train.groups[:30])
+    with torch.no_grad():
+        loss, _ = plugin.loss(model, x, y, g)
+        stages, final = {}, {}
+        hooks = [model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: stages.__setitem__(p, o))
+                 for p in plugin.heads.points]
+        hooks.append(model.classifier[6].register_forward_hook(lambda m, i, o: final.update(f=i[0], z=o)))
+        model(x)
+        for h in hooks:
+            h.remove()
+    terms = []
+    for p, branch in zip(plugin.heads.points, plugin.heads.branches):
+        f = branch[1](branch[0](stages[p]))
+        terms.append((branch[2:](f), f.flatten(1)))
+    terms.append((final["z"], final["f"]))
+    direct = 0.0
+    for w, (z, f) in zip((0.3, 0.45, 0.6, 0.75, 0.9), terms):
+        ce = -torch.log_softmax(z, 1)[torch.arange(len(y)), y].mean()
+        hsic = sum(hsic_unbiased(gaussian_kernel(f[y == c]), gaussian_kernel(F.one_hot(g[y == c], 2).float()))
+                   for c in range(3) if int((y == c).sum()) >= 4)
+        direct += w * (ce + 0.5 * hsic)
+    assert float(loss.detach()) == pytest.approx(float(direct.detach()), rel=1e-5)
+    plugin.tap.remove()
+
+
+def test_me_fairprune_cuts_channels_of_the_multi_exit_model_and_it_reloads(base_run):
+    from equiprune.methods.mitigate import mitigate_from_run
+    from equiprune.methods.mitigate.me_fairprune import MEFairPruneConfig
+    from equiprune.methods.runs import open_run
+    from equiprune.models import exit_heads
+
+    out = base_run / "me-fairprune"   # made by the parametrised CLI test when the whole module runs
+    if not (out / "model.pt").exists():
+        mitigate_from_run(base_run / "base", MEFairPruneConfig(finetune=_ft(1), progress=False), out)
+    section = json.loads((out / "metrics.json").read_text())["mitigation"]
+    parent, run = open_run(base_run / "base"), open_run(out)
+    heads = exit_heads(run.model)
+    before, after = parent.model.features[18].out_channels, run.model.features[18].out_channels
+    assert section["fairprune"]["channels_removed"] == before - after > 0
+    assert heads is not None and heads.branches[3][0].in_channels == after  # the last exit's input shrank too
+    assert exit_heads(parent.model) is None and len(section["exits"]["share"]) == 5

@@ -6,6 +6,7 @@ from .groups import (DomainHeads, GroupBatchNorm2d, GroupInputError, GroupOffset
                      replace_module, takes_group)
 from .zoo import (DEFAULT_IMAGE_SIZE, MODEL_NAMES, ModelError, build_model, conv_layer_names, example_input,
                   get_module, input_size, last_conv_name)
+from .multi_exit import ExitHeads, attach_exits, early_exit, exit_heads
 from .weights import WeightsError, head_name, load_pretrained, read_state_dict
 
 __all__ = [
@@ -15,5 +16,5 @@ __all__ = [
     "count_macs_params",
     "example_input", "get_module", "input_size", "last_conv_name", "load_checkpoint", "load_state_into",
     "measure_latency", "model_cost", "model_structure", "register_module_type", "save_checkpoint",
-    "serialized_size", "WeightsError", "head_name", "load_pretrained", "read_state_dict",
+    "serialized_size", "ExitHeads", "attach_exits", "early_exit", "exit_heads", "WeightsError", "head_name", "load_pretrained", "read_state_dict",
 ]

@@ -192,6 +192,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
             f"checkpoint {path} does not fit architecture {arch.get('name')!r}: "
             f"{len(result.missing_keys)} missing weights (e.g. {result.missing_keys[:3]}), "
             f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})")
+    for module in list(model.modules()):
+        # A registered module wired to the rest of the model by hooks (a multi-exit network's internal
+        # classifiers, `multi_exit.ExitHeads`) reconnects itself once the whole model is rebuilt.
+        relink = getattr(module, "relink", None)
+        if callable(relink):
+            relink(model)
     return model, arch, payload.get("extra", {})
 
 

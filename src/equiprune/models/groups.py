@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checkpoint import register_module_type
-from .zoo import ModelError
+from .zoo import ModelError, main_path_modules
 
 
 class GroupInputError(ModelError):
@@ -78,7 +78,7 @@ def feed_groups(model: nn.Module, groups: torch.Tensor | None) -> Iterator[None]
 
 def final_linear_name(model: nn.Module) -> str:
     """Module path of the classifier's last linear layer (its input is the penultimate feature)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    names = [n for n, m in main_path_modules(model) if isinstance(m, nn.Linear)]
     if not names:
         raise ModelError("model has no linear classifier layer")
     return names[-1]

@@ -150,9 +150,29 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         raise ModelError(f"model has no layer {path!r}.{hint}") from None
 
 
+def main_path_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """`named_modules()` without the subtrees of side branches (modules with ``side_branch = True``).
+
+    A multi-exit network's internal classifiers (`models.multi_exit.ExitHeads`)
+    are such a branch: its convs and linears are not "the last conv layer" a
+    pruning method cuts by default, nor "the classifier's last linear layer"
+    a method taps for the penultimate feature.
+    """
+    out: list[tuple[str, nn.Module]] = []
+    skip: list[str] = []
+    for name, module in model.named_modules():
+        if any(name == s or name.startswith(s + ".") for s in skip):
+            continue
+        if getattr(module, "side_branch", False):
+            skip.append(name)
+            continue
+        out.append((name, module))
+    return out
+
+
 def conv_layer_names(model: nn.Module) -> list[str]:
-    """Module paths of every Conv2d, in definition order."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    """Module paths of every Conv2d on the model's main path (not in a side branch), in definition order."""
+    return [n for n, m in main_path_modules(model) if isinstance(m, nn.Conv2d)]
 
 
 def last_conv_name(model: nn.Module) -> str:

@@ -83,6 +83,10 @@ class MethodSpec:
     trains: bool = True             # False: no fine-tuning at all (post-processing)
     needs_parent: bool = False      # True: uses the start model beyond its weights (a teacher), so no --method in train
     check: Callable[[nn.Module], None] | None = None  # refuses an unsuitable start model before any folder exists
+    # A method that is more than one `fit` with a plugin (ME-FairPrune: multi-exit training, then FairPrune)
+    # runs its own steps: run(model, splits, cfg, run_dir) -> (model, FitResult | None, section).
+    run: Callable[..., tuple[nn.Module, Any, dict[str, Any]]] | None = None
+    parent_reason: str = "distils from a trained model"  # why a needs_parent method cannot `train --method`
 
 
 # ----------------------------------------------------------------------------- shared pieces

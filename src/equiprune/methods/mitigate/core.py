@@ -37,6 +37,10 @@ def run_mitigation(model: nn.Module, splits: Any, cfg: MitigationConfig,
     cfg.validate()
     spec = spec_for(cfg)
     set_seed(cfg.seed)
+    if spec.run is not None:  # a method of several steps runs them itself
+        model, result, own = spec.run(model, splits, cfg, run_dir)
+        section = {"method": spec.name, "group_at_inference": spec.group_at_inference, **own}
+        return MitigationResult(model=model, method=spec.name, fit=result, section=section)
     plugin: Mitigation = spec.build(model, splits, cfg)
     result = None
     if spec.trains and cfg.finetune.epochs > 0:
@@ -83,7 +87,7 @@ def train_with_method(data: DataConfig, model_cfg: ModelConfig, cfg: MitigationC
     cfg.validate()
     spec = spec_for(cfg)
     if spec.needs_parent:
-        raise ValueError(f"{spec.name} distils from a trained model; train a baseline first, then run "
+        raise ValueError(f"{spec.name} {spec.parent_reason}; train a baseline first, then run "
                          f"`equiprune mitigate {spec.name} --run BASELINE --out OUT`")
     splits = load_splits(data, two_groups=True)
     arch = {"name": model_cfg.name, "num_classes": splits.num_classes, "width": model_cfg.width,

@@ -12,7 +12,7 @@ from functools import lru_cache
 from .base import MethodSpec, MitigationConfig
 
 METHOD_MODULES: tuple[str, ...] = ("plain", "reweight", "groupdro", "adversarial", "domain_independent", "hsic", "fairadabn",
-                                   "postprocess", "mfd", "swa")
+                                   "postprocess", "mfd", "swa", "fme", "me_fairprune")
 
 
 @lru_cache(maxsize=None)
