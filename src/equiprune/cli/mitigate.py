@@ -11,6 +11,7 @@ examples:
   equiprune mitigate advref --run runs/base --lam 0.5 --out runs/advref
   equiprune mitigate postprocess --run runs/base --tolerance 0.02 --out runs/post
   equiprune prune scp --run runs/hsic --out runs/scp-hsic     # SCP on top of a method
+  equiprune mitigate fme --run runs/base --threshold 0.9 --out runs/fme   # multi-exit, early exit at θ 0.9
 The model of --run is fine-tuned with the method for the same budget as the
 pruning verbs' fine-tuning at their defaults (10 epochs, Adam, lr 1e-4), so
 the comparison with `prune scp --scorer none` (fine-tune only) is like for
