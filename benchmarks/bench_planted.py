@@ -33,6 +33,7 @@ import torch
 
 from bench_demo import head_to_head_table
 
+from equiprune import api
 from equiprune.data import DataConfig, SynthDermConfig
 from equiprune.engine import RunDir, TrainConfig, evaluate
 from equiprune.methods.audit import AuditConfig
@@ -42,7 +43,6 @@ from equiprune.methods.planted import (PlantConfig, plant_channels, plant_from_r
 from equiprune.methods.runs import open_run
 from equiprune.methods.train import ModelConfig, train_from_config
 from equiprune.pipelines.demo import DemoConfig, _findings, _selection_finding, scp_against_controls
-from equiprune.report import audit_and_report
 from equiprune.methods.scp import scoring_dataset
 from equiprune.scoring import l1_channel_scores, snnl_fair_scores
 
@@ -82,10 +82,10 @@ def main() -> None:
     t0 = time.perf_counter()
     base = baseline(out, args.quick)
     audit_cfg = AuditConfig(n_boot=500)
-    audit_and_report(base, audit_cfg)
+    api.audit(base, audit_cfg)
     plant = plant_from_run(base, PlantConfig(k=args.k, gap_increase=args.gap_increase), out / "planted")
     planted = out / "planted"
-    audit_and_report(planted, audit_cfg)
+    api.audit(planted, audit_cfg)
     run = open_run(planted)
     splits = run.splits()
     channels = run.model.get_submodule(plant.layer).weight.shape[0]

@@ -1,13 +1,18 @@
-"""stress-groups on a toy baseline: SCP, SCP with consensus, and structured FairPrune under random and RACOS flips.
+"""stress-groups on a toy baseline: SCP, SCP with consensus, structured FairPrune and two mitigations.
 
 Trains (or reuses) the toy baseline of `bench_planted.py --quick` (synthderm
 n=1500, 32 px, VGG-11 ×0.125, 4 epochs), then runs `equiprune stress-groups`
 for each method with the flips, seeds and RACOS budget below, and writes the
 post/pre ratios, KS tests and findings to benchmarks/results/stress_groups.json
-and .md (one report.html per method under --out).
+and .md (one report.html per method under --out, curves copied next to the
+results). Each method keeps its own flips and seeds in the results, so a method
+can be run again (more seeds) without touching the others' rows. For FairPrune
+it also measures how much the structured channel saliency depends on the
+groups at all (clean against fully random and against swapped groups).
 
     python benchmarks/bench_stress.py                 # flips 0 0.1 0.3, seeds 0 1 2, budget 10
     python benchmarks/bench_stress.py --quick         # flips 0 0.3, seeds 0 1, budget 4 (a check of the script)
+    python benchmarks/bench_stress.py --methods groupdro reweight --flips 0 0.1 0.2 0.3 --seeds 0 1 2 3 4
     python benchmarks/bench_stress.py --run runs/bench-demo/baseline --flips 0 0.05 0.1 0.15 0.2 0.3 --budget 20
 """
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -25,7 +31,62 @@ from equiprune import api
 from equiprune.methods.stress_groups import StressConfig, stress_findings
 
 VARIANTS = {"scp": dict(method="scp"), "scp-consensus": dict(method="scp", consensus=3, tau=0.67),
-            "fairprune": dict(method="fairprune")}
+            "fairprune": dict(method="fairprune"), "groupdro": dict(method="groupdro"),
+            "reweight": dict(method="reweight")}
+
+
+def fairprune_group_sensitivity(run: Path, k: int = 3) -> dict:
+    """Does structured FairPrune's channel ranking depend on the groups? Clean vs fully random vs swapped groups.
+
+    Spearman correlation of the per-channel saliencies of the last conv layer,
+    the k lowest channels of each (what one iteration cuts) and the number of
+    channels whose saliency is exactly zero (dead channels: zero whatever the
+    groups).
+    """
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from equiprune.methods.fairprune import FairPruneConfig, hessian_scorer
+    from equiprune.methods.runs import open_run
+    from equiprune.methods.scp import scoring_dataset
+    from equiprune.methods.stress_groups import _Corrupted
+    from equiprune.models import last_conv_name
+
+    parent = open_run(run)
+    splits, model = parent.splits(), parent.model
+    layer = last_conv_name(model)
+    g = splits.train.groups
+    variants = {"clean": g, "random": np.random.default_rng(1).integers(0, 2, len(g)), "swapped": 1 - g}
+    scores = {name: hessian_scorer(FairPruneConfig(structured=True, progress=False),
+                                   scoring_dataset(_Corrupted(splits, groups), "train"), 0, 1)(model, layer)
+              for name, groups in variants.items()}
+    return {"layer": layer, "channels": int(len(scores["clean"])), "k": k,
+            "lowest": {n: [int(i) for i in np.argsort(v)[:k]] for n, v in scores.items()},
+            "spearman_vs_clean": {n: float(spearmanr(scores["clean"], v).statistic) for n, v in scores.items()
+                                  if n != "clean"},
+            "zero_saliency_channels": int(np.sum(np.abs(scores["clean"]) < 1e-9))}
+
+
+def _table(name: str, section: dict) -> list[str]:
+    flips = section["flips"]
+    lines = [f"## {name} (seeds {', '.join(map(str, section['seeds']))}; RACOS budget {section['budget']})", "",
+             *[f"- {f}" for f in section["findings"]], "",
+             "| attack | metric | " + " | ".join(f"ρ={f:g}" for f in flips) + " |", "|---|---|" + "---|" * len(flips)]
+    for attack, per in section["ratios"].items():
+        for metric, row in per.items():
+            lines.append(f"| {attack} | {metric} post/pre | "
+                         + " | ".join("–" if v is None else f"{v:.2f}" for v in row) + " |")
+    ks = section.get("ks") or {}
+    if ks:
+        lines += ["", "KS test random vs adversarial (D, p): " + "; ".join(
+            f"ρ={flip}: " + ", ".join(f"{m} {v['statistic']:.2f}/{v['pvalue']:.2f}" for m, v in d.items())
+            for flip, d in ks.items()) + "."]
+    lines += ["", "Clean runs (ρ = 0), test: " + "; ".join(
+        f"seed {r['seed']}: Eodd {r['test']['eodd']:.3f}, macro-F1 {r['test']['f1']:.3f}"
+        for r in section["records"] if r["flip"] == 0) + ".", ""]
+    if section.get("curves"):
+        lines += [f"![{name}: post/pre ratios]({section['curves']})", ""]
+    return lines
 
 
 def main() -> None:
@@ -41,45 +102,50 @@ def main() -> None:
     flips = tuple(args.flips or ((0.0, 0.3) if args.quick else (0.0, 0.1, 0.3)))
     seeds = tuple(args.seeds or ((0, 1) if args.quick else (0, 1, 2)))
     budget = args.budget or (4 if args.quick else 10)
-    out = Path(args.out + ("-quick" if args.quick else ""))
+    # A run with other flips or seeds gets its own folder (a run folder resumes only its own settings).
+    tag = "" if (flips, seeds) == ((0.0, 0.1, 0.3), (0, 1, 2)) else "-f" + "_".join(f"{f:g}" for f in flips) + \
+        "-s" + "_".join(map(str, seeds))
+    out = Path(args.out + ("-quick" if args.quick else "") + tag)
     run = Path(args.run) if args.run else baseline(Path("runs/bench-planted-quick"), quick=True)
-    t0 = time.perf_counter()
     res_dir = Path(__file__).parent / "results"
     stem = "stress_groups_quick" if args.quick else "stress_groups"
     path = res_dir / f"{stem}.json"
-    # Methods may run in separate processes (--methods X): each adds its own entry to the results file.
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    results = stored.get("methods", {}) if stored.get("meta", {}).get("flips") == list(flips) else {}
+    extra: dict = {}
     for name in args.methods:
         cfg = StressConfig(flips=flips, seeds=seeds, budget=budget, blocks=16, max_iters=2, finetune_epochs=1,
                            progress=False, **VARIANTS[name])
         t = time.perf_counter()
         section = api.stress_groups(run, cfg, out / name).to_dict()
-        fresh = json.loads(path.read_text()).get("methods", {}) if path.exists() else {}
-        results = {**fresh, **results, name: {**section, "findings": stress_findings(section),
-                                              "seconds": time.perf_counter() - t}}
-    seconds = time.perf_counter() - t0
-    meta = {"quick": args.quick, "run": str(run), "flips": list(flips), "seeds": list(seeds), "budget": budget,
-            "seconds": seconds, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
-    path.write_text(json.dumps({"meta": meta, "methods": results}, indent=2) + "\n")
-    lines = []
-    for name, section in results.items():
-        lines += [f"## {name} ({section['seconds'] / 60:.0f} min)", "", *[f"- {f}" for f in section["findings"]], "",
-                  "| attack | metric | " + " | ".join(f"ρ={f:g}" for f in flips) + " |",
-                  "|---|---|" + "---|" * len(flips)]
-        for attack, per in section["ratios"].items():
-            for metric, row in per.items():
-                lines.append(f"| {attack} | {metric} post/pre | "
-                             + " | ".join("–" if v is None else f"{v:.2f}" for v in row) + " |")
-        lines += ["", "Clean runs (ρ = 0), test: " + "; ".join(
-            f"seed {r['seed']}: Eodd {r['test']['eodd']:.3f}, macro-F1 {r['test']['f1']:.3f}"
-            for r in section["records"] if r["flip"] == 0) + ".", ""]
-    head = [f"# stress-groups ({'quick' if args.quick else 'toy baseline'}): flips {', '.join(map(str, flips))}; "
-            f"seeds {', '.join(map(str, seeds))}; RACOS budget {budget}", "",
-            f"{meta['machine']}, {meta['date']} (loaded shared host); baseline {run}. Every method: 5% of the "
-            "last conv layer per iteration, 2 iterations, 1 fine-tuning epoch (Adam 1e-4); groups of the training "
-            "split corrupted, validation and test clean; post/pre = mean over seeds / mean of the clean runs.", ""]
+        curves = res_dir / f"{stem}_{name}.png"
+        shutil.copyfile(out / name / "plots" / "stress-ratios.png", curves)
+        entry = {**section, "findings": stress_findings(section), "seconds": time.perf_counter() - t,
+                 "seeds": list(seeds), "budget": budget, "folder": str(out / name), "curves": curves.name,
+                 "date": time.strftime("%Y-%m-%d")}
+        if name == "fairprune":
+            entry["group_sensitivity"] = extra["fairprune"] = fairprune_group_sensitivity(run)
+        # Methods may run in separate processes: re-read the file and replace only this method's entry.
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        results = {**stored.get("methods", {}), name: entry}
+        meta = {"quick": args.quick, "run": str(run), "machine": f"{platform.machine()}, "
+                f"{torch.get_num_threads()} threads", "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
+        path.write_text(json.dumps({"meta": meta, "methods": results}, indent=2) + "\n")
+    results = json.loads(path.read_text())["methods"]
+    head = [f"# stress-groups ({'quick' if args.quick else 'toy baseline'})", "",
+            f"{meta['machine']}, {meta['date']} (loaded shared host); baseline {run}. Every method: its 2 iterations "
+            "of 5% of the last conv layer with 1 fine-tuning epoch each (Adam 1e-4), or, for a mitigation, 2 epochs "
+            "of fine-tuning; groups of the training split corrupted (validation and test clean); RACOS over 16 "
+            "blocks of the attack set; post/pre = mean over seeds / mean of the clean runs. Each method lists its "
+            "own seeds and flips.", ""]
+    lines = [line for name, section in results.items() for line in _table(name, section)]
+    sens = (results.get("fairprune") or {}).get("group_sensitivity")
+    if sens:
+        lines += ["## Does FairPrune's structured cut read the groups?", "",
+                  f"Per-channel saliency of {sens['layer']} ({sens['channels']} channels) with the true training "
+                  f"groups, fully random groups and swapped groups: Spearman against the true groups "
+                  + ", ".join(f"{n} {v:.2f}" for n, v in sens["spearman_vs_clean"].items())
+                  + f"; the {sens['k']} lowest channels (one iteration's cut): "
+                  + ", ".join(f"{n} {v}" for n, v in sens["lowest"].items())
+                  + f"; {sens['zero_saliency_channels']} channels have saliency 0 with any groups.", ""]
     (res_dir / f"{stem}.md").write_text("\n".join(head + lines) + "\n")
     print("\n".join(head + lines))
 

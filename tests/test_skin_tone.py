@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +62,44 @@ def test_skin_tone_shift_moves_the_skin_and_keeps_the_lesion():
     assert (np.abs(itas - 50.0) > 8).sum() >= 2 and (np.abs(itas - 50.0) < 2).sum() >= 2  # some moved, some not
 
 
+def test_skin_tone_mitigation_trains_on_shifted_skin_with_the_lesion_kept(monkeypatch):
+    """`mitigate skin-tone`: its training split moves the skin, keeps the lesion, and `fit` draws from it."""
+    import torch
+
+    from equiprune.data.dataset import GroupDataset
+    from equiprune.engine import TrainConfig
+    from equiprune.methods.mitigate import run_mitigation
+    from equiprune.methods.mitigate.skin_tone_augment import SkinToneConfig, build
+    from equiprune.models import build_model
+
+    pairs = [_image(a, size=32) for a in (60.0, 20.0, -10.0, 45.0)]
+    images = np.stack([p[0] for p in pairs])
+    meta = pd.DataFrame({"label": [0, 1, 0, 1], "group": [0, 1, 1, 0]})
+    ds = GroupDataset(images, meta, ["a", "b"], ["light", "dark"])
+    plugin = build(None, None, SkinToneConfig(p=1.0))
+    shifted = plugin.train_data(ds)
+    torch.manual_seed(0)
+    for i, (_, truly_skin) in enumerate(pairs):
+        out = (shifted[i][0] * 255).round().byte().numpy()
+        lesion = ~truly_skin
+        lesion[:5, :5] = False                       # the black corner is left alone too
+        assert np.array_equal(out[:, lesion], images[i][:, lesion])
+        assert np.abs(out[:, truly_skin].astype(int) - images[i][:, truly_skin]).mean() > 3   # the skin moved
+    assert ds.transform is None                      # the split itself is untouched
+    from equiprune.data.transforms import train_transform
+    already = ds.with_transform(train_transform("skin-tone", 32))
+    assert plugin.train_data(already) is already     # never applied twice
+    calls = []
+    original = st.SkinToneAugment.__call__
+    monkeypatch.setattr(st.SkinToneAugment, "__call__", lambda self, img: calls.append(1) or original(self, img))
+    splits = type("S", (), {"train": ds, "val": None, "test": ds, "num_classes": 2, "group_names": ["l", "d"]})()
+    ft = TrainConfig(epochs=1, batch_size=4, optimizer="adam", lr=1e-3, select_on="last", progress=False, device="cpu")
+    torch.manual_seed(0)
+    res = run_mitigation(build_model("vgg11", 2, width=0.125, image_size=32), splits,
+                         SkinToneConfig(p=1.0, finetune=ft))
+    assert len(calls) == len(ds) and res.section["method"] == "skin-tone"
+
+
 def test_an_image_without_skin_is_flagged_never_nan_downstream():
     black = np.zeros((2, 3, 16, 16), np.uint8)
     blue = black.copy()
@@ -121,14 +157,15 @@ def _csv_dataset(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "table.csv", root
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "equiprune", *args], capture_output=True, text=True, timeout=600)
+def _cli(*args: str) -> int:
+    """The CLI in this process (no interpreter start-up per call)."""
+    from equiprune.cli import main
+    return main(list(args))
 
 
 def test_audit_groups_ita6_on_synthderm_and_a_csv_dataset(runs, tmp_path):
     # synthderm run: the six ITA categories, the confusion table and the agreement with the true type
-    out = _cli("audit", "--run", str(runs["base"]), "--groups", "ita6", "--n-boot", "50", "--no-latency", "--quiet")
-    assert out.returncode == 0, out.stderr
+    assert _cli("audit", "--run", str(runs["base"]), "--groups", "ita6", "--n-boot", "50", "--no-latency", "--quiet") == 0
     audit = json.loads((Path(runs["base"]) / "metrics.json").read_text())["audit"]
     assert audit["multigroup"]["column"] == "ita6"
     assert audit["skin_tone"]["fitzpatrick_agreement"]["within_one"] > 0.9
@@ -136,12 +173,12 @@ def test_audit_groups_ita6_on_synthderm_and_a_csv_dataset(runs, tmp_path):
 
     # a CSV dataset whose group is estimated from the pixels; the black image is flagged and listed
     table, root = _csv_dataset(tmp_path)
-    out = _cli("audit", "--checkpoint", str(Path(runs["base"]) / "model.pt"), "--data", "csv", "--metadata",
+    code = _cli("audit", "--checkpoint", str(Path(runs["base"]) / "model.pt"), "--data", "csv", "--metadata",
                str(table), "--root", str(root), "--image-column", "file", "--label-column", "diagnosis",
                "--group-column", "skin_type", "--split-column", "fold",
                "--group-source", "ita", "--groups", "ita6", "--n-boot", "50", "--no-latency", "--quiet",
                "--out", str(tmp_path / "audit"))
-    assert out.returncode == 0, out.stderr
+    assert code == 0
     sec = json.loads((tmp_path / "audit" / "metrics.json").read_text())["audit"]
     assert sec["group_names"] == ["ITA > 28° (lighter)", "ITA ≤ 28° (darker)"]
     conf = sec["skin_tone"]["confusion"]

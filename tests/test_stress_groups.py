@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -55,6 +53,10 @@ def test_attack_sets_and_flips():
     assert flipped.sum() == 10 and set(np.flatnonzero(flipped)) <= set(items)
     with pytest.raises(ValueError, match="--consensus applies to SCP only"):
         sg.StressConfig(method="fairprune", consensus=3).validate()
+    with pytest.raises(ValueError, match="groupdro is a fine-tuning method"):
+        sg.StressConfig(method="groupdro", finetune_epochs=0).validate()
+    with pytest.raises(ValueError, match="must be in 3..500"):
+        sg.StressConfig(budget=2).validate()
     with pytest.raises(ValueError, match="flip fractions"):
         sg.StressConfig(flips=(0.0, 1.2)).validate()
 
@@ -80,13 +82,48 @@ def test_stress_groups_random_and_adversarial_with_resume(runs, tmp_path, monkey
     assert again.records == recs
 
 
-def test_cli_writes_the_report(runs, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "equiprune", "stress-groups", "--run", str(runs["child_a"]),
-                          "--method", "fairprune", "--flip", "0,0.2", "--attack", "random", "--seeds", "0",
-                          "--max-iters", "1", "--finetune-epochs", "0", "--quiet", "--out", str(tmp_path / "s")],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "random flips of 20% of the training groups" in out.stdout
+def test_mitigations_go_through_the_same_loop_and_see_the_corrupted_groups(runs, tmp_path, monkeypatch):
+    from equiprune.methods import mitigate
+
+    assert {"groupdro", "reweight", "scp", "fairprune"} <= set(sg.METHODS)
+    assert not {"plain", "swa", "skin-tone", "postprocess"} & set(sg.METHODS)   # they never read training groups
+    clean = open_run(runs["child_a"]).splits().train.groups
+    seen = []
+    original = mitigate.run_mitigation
+
+    def spy(model, splits, cfg, run_dir=None):
+        seen.append((cfg.finetune.epochs, int((splits.train.groups != clean).sum())))
+        return original(model, splits, cfg, run_dir)
+    monkeypatch.setattr(mitigate, "run_mitigation", spy)
+    cfg = sg.StressConfig(method="groupdro", flips=(0.0, 0.3), **{**TINY, "finetune_epochs": 1})
+    res = sg.stress_groups_from_run(runs["child_a"], cfg, tmp_path / "dro")
+    by = {(r["attack"], r["flip"]): r for r in res.records}
+    assert set(by) == {("none", 0.0), ("random", 0.3), ("adversarial", 0.3)}
+    trace = by["adversarial", 0.3]["racos_trace"]
+    # in order: the clean run, the random run, RACOS's one-epoch objectives, the adversarial run
+    assert len(seen) == 3 + len(trace) and len(trace) >= 1
+    assert [flipped for _, flipped in (seen[0], seen[1], seen[-1])] == [0, by["random", 0.3]["flipped"],
+                                                                         by["adversarial", 0.3]["flipped"]]
+    assert by["random", 0.3]["flipped"] > 0 and all(epochs == 1 for epochs, _ in seen)
+    assert set(res.ratios) == {"random", "adversarial"} and res.ratios["random"]["eodd"][0] == pytest.approx(1.0)
+
+
+def test_unchanged_runs_are_counted_and_reported():
+    t = {"eodd": 0.2, "eopp1": 0.3, "f1": 0.4}
+    recs = [{"attack": "none", "flip": 0.0, "seed": 0, "test": t},
+            {"attack": "random", "flip": 0.3, "seed": 0, "test": dict(t)},
+            {"attack": "adversarial", "flip": 0.3, "seed": 0, "test": {**t, "eodd": 0.25}}]
+    assert sg.unchanged_runs(recs) == (1, 2)
+    assert any("1 of 2 runs with corrupted groups" in f for f in sg.stress_findings({"records": recs, "flips": [0, .3]}))
+
+
+def test_cli_writes_the_report(runs, tmp_path, capsys):
+    from equiprune.cli import main
+
+    assert main(["stress-groups", "--run", str(runs["child_a"]), "--method", "fairprune", "--flip", "0,0.2",
+                 "--attack", "random", "--seeds", "0", "--max-iters", "1", "--finetune-epochs", "0", "--quiet",
+                 "--out", str(tmp_path / "s")]) == 0
+    assert "random flips of 20% of the training groups" in capsys.readouterr().out
     assert (tmp_path / "s" / "report.html").exists()
     section = json.loads((tmp_path / "s" / "metrics.json").read_text())["stress_groups"]
     assert section["method"] == "fairprune" and len(section["records"]) == 2

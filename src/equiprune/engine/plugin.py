@@ -24,6 +24,8 @@ class TrainPlugin:
     """What a method may change in `fit`. Every hook has a plain-training default.
 
     - `setup(model, device)`: move the method's own modules to the device.
+    - `train_data(train_set)`: the training split as the method sees it (its
+      own augmentation); the validation split is never touched.
     - `sample_weights(train_set)`: per-item sampling weights (with replacement),
       or None for the usual shuffled pass.
     - `parameters()`: trainable tensors outside the model (an adversary head);
@@ -40,6 +42,10 @@ class TrainPlugin:
     def setup(self, model: nn.Module, device: torch.device) -> None:
         """Called once `model` is on `device`, before the optimizer is built: move own modules there."""
         return None
+
+    def train_data(self, train_set: Any) -> Any:
+        """The training split `fit` draws batches from (default: as given; a method may change its transform)."""
+        return train_set
 
     def sample_weights(self, train_set: Any) -> np.ndarray | None:
         return None

@@ -195,7 +195,7 @@ def fit(model: nn.Module, splits: Any, cfg: TrainConfig, run_dir: str | Path | R
     if plugin is not None and loss_fn is not None:
         raise ValueError("fit takes a loss_fn or a plugin, not both")
     plugin = plugin or LossFnPlugin(loss_fn, cfg.label_smoothing)
-    train_set = splits.train
+    train_set = plugin.train_data(splits.train)
     weights = plugin.sample_weights(train_set)
     if weights is None and cfg.balanced_sampler:
         weights = class_balanced_weights(train_set.labels)

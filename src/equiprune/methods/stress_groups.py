@@ -16,7 +16,8 @@ at random; the attacker sets their groups (validation and test stay clean):
   items of the attack set flip, in `blocks` blocks of items (the search
   dimension), with `budget` evaluations of a cheap objective: the validation
   gap (`objective`, Eodd by default) of the method's first cut with no
-  fine-tuning, which the attacker maximises.
+  fine-tuning (a mitigation: of one epoch of the method), which the attacker
+  maximises.
 
 Then the method runs in full (its loop and fine-tuning) on the corrupted
 groups and the returned model is evaluated on the clean test split: Eodd,
@@ -25,9 +26,14 @@ the thesis's Fig. 4.6 form: mean over seeds after / mean over seeds before),
 and a Kolmogorov–Smirnov test (scipy) sets the random and adversarial results
 over seeds against each other at each ρ.
 
-Methods: ``scp`` (with ``consensus`` R > 1 the consensus scorer,
-`scoring.ConsensusScorer`) and ``fairprune`` (structured, channels of the
-same layer). A method is a row of `METHODS`; mitigation methods join there.
+Methods (one dispatch, `METHODS`: each entry gives the method's config and a
+runner; the loop above is the same for all): ``scp`` (with ``consensus`` R > 1
+the consensus scorer, `scoring.ConsensusScorer`), ``fairprune`` (structured,
+channels of the same layer) and every mitigation method whose training reads
+the group labels (`MethodSpec.reads_groups`: ``reweight``, ``groupdro``,
+``advconf``, ...), fine-tuned for ``max_iters`` x ``finetune_epochs`` epochs,
+the pruning methods' budget. Methods that never read the groups (``plain``,
+``swa``, ``skin-tone``) are left out: flips cannot reach them.
 """
 from __future__ import annotations
 
@@ -83,12 +89,15 @@ class StressConfig:
             raise ValueError(f"attacks must be among {ATTACKS}, got {list(self.attacks)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
-        if not 1 <= self.budget <= 500:
-            raise ValueError(f"budget (RACOS evaluations) must be in 1..500, got {self.budget}")
+        if not 3 <= self.budget <= 500:   # zoopt exits the process on a budget below 3
+            raise ValueError(f"budget (RACOS evaluations) must be in 3..500, got {self.budget}")
         if self.blocks < 1:
             raise ValueError(f"blocks must be >= 1, got {self.blocks}")
         if self.objective not in ("eodd", "eopp0", "eopp1"):
             raise ValueError(f"objective must be eodd, eopp0 or eopp1, got {self.objective!r}")
+        if self.method not in ("scp", "fairprune") and self.max_iters * self.finetune_epochs < 1:
+            raise ValueError(f"{self.method} is a fine-tuning method: give --max-iters and --finetune-epochs >= 1 "
+                             "(it trains for their product in epochs)")
         if self.consensus and self.method != "scp":
             raise ValueError("--consensus applies to SCP only")
         self.method_config(0).validate()
@@ -105,25 +114,72 @@ def _finetune(epochs: int) -> TrainConfig:
     return ft
 
 
-def _scp(cfg: StressConfig, seed: int, cheap: bool) -> tuple[Any, Callable[..., Any]]:
+#: What a method's runner returns: the model it hands back, and the validation metrics (``eodd``, ...) of the
+#: model the attacker's cheap objective scores, or None to evaluate the returned model on validation.
+Outcome = tuple[nn.Module, "dict[str, float] | None"]
+
+
+def _loop_val(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The last pruning iteration's validation metrics (the cut itself, even if the loop keeps an earlier one)."""
+    return {k[4:]: float(v) for k, v in history[-1].items() if k.startswith("val_")}
+
+
+def _scp(cfg: StressConfig, seed: int, cheap: bool) -> tuple[Any, Callable[..., Outcome]]:
     from .scp import SCPConfig, run_scp
     c = SCPConfig(layer=cfg.layer, ratio=cfg.ratio, max_iters=1 if cheap else cfg.max_iters, th_fair=-1.0,
                   finetune=_finetune(0 if cheap else cfg.finetune_epochs), seed=seed, null_draws=0,
                   consensus=cfg.consensus, tau=cfg.tau, progress=False)
-    return c, run_scp
+
+    def run(model: nn.Module, splits: Any, c: Any, arch: dict[str, Any] | None) -> Outcome:
+        res = run_scp(model, splits, c, arch=arch)
+        return res.model, _loop_val(res.loop.history)
+    return c, run
 
 
-def _fairprune(cfg: StressConfig, seed: int, cheap: bool) -> tuple[Any, Callable[..., Any]]:
+def _fairprune(cfg: StressConfig, seed: int, cheap: bool) -> tuple[Any, Callable[..., Outcome]]:
     from .fairprune import FairPruneConfig, run_fairprune
     iters = 1 if cheap else cfg.max_iters
     c = FairPruneConfig(structured=True, layer=cfg.layer, pr=min(0.9, cfg.ratio * iters), iters=iters,
                         finetune=_finetune(0 if cheap else cfg.finetune_epochs), seed=seed, progress=False)
-    return c, run_fairprune
+
+    def run(model: nn.Module, splits: Any, c: Any, arch: dict[str, Any] | None) -> Outcome:
+        res = run_fairprune(model, splits, c, arch=arch)
+        return res.model, _loop_val(res.history)
+    return c, run
 
 
-#: method name -> (StressConfig, seed, cheap) -> (method config, run function `run(model, splits, cfg)`).
-METHODS: dict[str, Callable[[StressConfig, int, bool], tuple[Any, Callable[..., Any]]]] = {
-    "scp": _scp, "fairprune": _fairprune}
+def _mitigation(name: str) -> Callable[[StressConfig, int, bool], tuple[Any, Callable[..., Outcome]]]:
+    """A mitigation method (`methods.mitigate`) as a stressed method.
+
+    Its budget is the pruning methods' (`max_iters` x `finetune_epochs` epochs,
+    as `compare` gives it); the attacker's cheap objective is the validation
+    gap after one epoch of the method on the corrupted groups.
+    """
+    def make(cfg: StressConfig, seed: int, cheap: bool) -> tuple[Any, Callable[..., Outcome]]:
+        from dataclasses import replace
+
+        from .mitigate import get_method, run_mitigation
+        from .mitigate.base import default_mitigation_train
+        epochs = 1 if cheap else cfg.max_iters * cfg.finetune_epochs
+        c = get_method(name).config(finetune=replace(default_mitigation_train(), epochs=epochs, progress=False),
+                                    seed=seed, progress=False)
+
+        def run(model: nn.Module, splits: Any, c: Any, arch: dict[str, Any] | None) -> Outcome:
+            return run_mitigation(model, splits, c).model, None
+        return c, run
+    return make
+
+
+def _stressed_mitigations() -> list[str]:
+    """The mitigation methods whose training reads the training split's group labels (the ones flips can reach)."""
+    from .mitigate import registry
+    return [n for n, spec in registry.methods().items() if spec.reads_groups and spec.trains]
+
+
+#: method name -> (StressConfig, seed, cheap) -> (method config, runner `run(model, splits, config, arch)`
+#: returning an `Outcome`). The pruning methods, then every mitigation that reads group labels in training.
+METHODS: dict[str, Callable[[StressConfig, int, bool], tuple[Any, Callable[..., Outcome]]]] = {
+    "scp": _scp, "fairprune": _fairprune, **{n: _mitigation(n) for n in _stressed_mitigations()}}
 
 
 @dataclass
@@ -171,10 +227,10 @@ def _flipped(groups: np.ndarray, items: np.ndarray, bits: np.ndarray) -> np.ndar
 
 
 def _run(model: nn.Module, splits: Any, cfg: StressConfig, seed: int, cheap: bool,
-         arch: dict[str, Any] | None = None) -> Any:
+         arch: dict[str, Any] | None = None) -> Outcome:
     """The method on `splits` (no run folder: its iterations stay in memory or a temporary folder)."""
     method_cfg, run = METHODS[cfg.method](cfg, seed, cheap)
-    return run(copy.deepcopy(model), splits, method_cfg, arch=arch)
+    return run(copy.deepcopy(model), splits, method_cfg, arch)
 
 
 def adversarial_bits(model: nn.Module, splits: Any, items: np.ndarray, cfg: StressConfig, seed: int,
@@ -189,10 +245,9 @@ def adversarial_bits(model: nn.Module, splits: Any, items: np.ndarray, cfg: Stre
     trace: list[float] = []
 
     def gap(block_bits: np.ndarray) -> float:
-        result = _run(model, _Corrupted(splits, _flipped(groups, items, block_bits[block_of])), cfg, seed,
-                      cheap=True, arch=arch)
-        history = result.loop.history if hasattr(result, "loop") and result.loop is not None else result.history
-        value = float(history[-1][f"val_{cfg.objective}"])
+        cut, val = _run(model, _Corrupted(splits, _flipped(groups, items, block_bits[block_of])), cfg, seed,
+                        cheap=True, arch=arch)
+        value = float((val if val is not None else evaluate(cut, splits.val)[0])[cfg.objective])
         trace.append(value)
         return value
 
@@ -271,8 +326,8 @@ def stress_groups(model: nn.Module, splits: Any, cfg: StressConfig, run_dir: str
         else:
             bits = np.zeros(0, dtype=np.int64)
         corrupted = _Corrupted(splits, _flipped(splits.train.groups, items, bits))
-        result = _run(model, corrupted, cfg, seed, cheap=False, arch=arch)
-        test = _test_metrics(result.model, splits)
+        returned, _ = _run(model, corrupted, cfg, seed, cheap=False, arch=arch)
+        test = _test_metrics(returned, splits)
         rec = {"attack": attack, "flip": flip, "seed": seed, "flipped": int(bits.sum()), "attack_set": len(items),
                "test": test, "racos_trace": trace}
         records.append(rec)
@@ -288,6 +343,14 @@ def stress_groups(model: nn.Module, splits: Any, cfg: StressConfig, run_dir: str
     return out
 
 
+def unchanged_runs(records: list[dict[str, Any]]) -> tuple[int, int]:
+    """(runs with corrupted groups whose test metrics equal the clean run's of their seed, runs with a clean run)."""
+    clean = {r["seed"]: r["test"] for r in records if r["flip"] == 0}
+    corrupted = [r for r in records if r["flip"] > 0 and r["seed"] in clean]
+    same = sum(all(r["test"][m] == clean[r["seed"]][m] for m in REPORTED) for r in corrupted)
+    return same, len(corrupted)
+
+
 def stress_findings(section: dict[str, Any]) -> list[str]:
     """Sentences: how far the gap moved under each attack at the largest ρ, and the KS tests."""
     flips = section.get("flips") or []
@@ -297,6 +360,11 @@ def stress_findings(section: dict[str, Any]) -> list[str]:
         if flips and e and e[-1] is not None and f[-1] is not None:
             out.append(f"{attack} flips of {100 * flips[-1]:.0f}% of the training groups: test Eodd "
                        f"{e[-1]:.2f}× and macro-F1 {f[-1]:.2f}× the clean run's (mean over seeds).")
+    same, corrupted = unchanged_runs(section.get("records") or [])
+    if corrupted:
+        out.append(f"{same} of {corrupted} runs with corrupted groups returned a model whose clean-test Eodd, Eopp1 "
+                   "and macro-F1 equal those of the clean run of the same seed: there the flips did not change "
+                   "what the method did.")
     sig = [(flip, m, v) for flip, d in (section.get("ks") or {}).items() for m, v in d.items() if v["pvalue"] < 0.05]
     if section.get("ks"):
         out.append("KS test, random against adversarial over seeds: "
@@ -321,4 +389,4 @@ def stress_groups_from_run(run: str | Path, cfg: StressConfig, out: str | Path) 
 
 
 __all__ = ["ATTACKS", "METHODS", "StressConfig", "StressResult", "adversarial_bits", "attack_set", "stress_findings",
-           "stress_groups", "stress_groups_from_run", "summarise"]
+           "stress_groups", "stress_groups_from_run", "summarise", "unchanged_runs"]

@@ -87,6 +87,7 @@ class MethodSpec:
     # runs its own steps: run(model, splits, cfg, run_dir) -> (model, FitResult | None, section).
     run: Callable[..., tuple[nn.Module, Any, dict[str, Any]]] | None = None
     parent_reason: str = "distils from a trained model"  # why a needs_parent method cannot `train --method`
+    reads_groups: bool = True       # False: training never reads the group labels (so `stress-groups` has nothing to corrupt)
 
 
 # ----------------------------------------------------------------------------- shared pieces

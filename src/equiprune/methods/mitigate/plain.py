@@ -29,4 +29,4 @@ def build(model: nn.Module, splits: Any, cfg: PlainConfig) -> Mitigation:
 
 SPECS = (MethodSpec(name="plain", label="Plain fine-tuning", config=PlainConfig, build=build,
                     group_at_inference=False, summary="the control: cross-entropy fine-tuning for the same budget",
-                    source="ERM (no mitigation)"),)
+                    source="ERM (no mitigation)", reads_groups=False),)

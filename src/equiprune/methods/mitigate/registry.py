@@ -12,7 +12,8 @@ from functools import lru_cache
 from .base import MethodSpec, MitigationConfig
 
 METHOD_MODULES: tuple[str, ...] = ("plain", "reweight", "groupdro", "adversarial", "domain_independent", "hsic", "fairadabn",
-                                   "postprocess", "mfd", "swa", "fme", "me_fairprune")
+                                   "postprocess", "mfd", "swa", "fme", "me_fairprune",
+                                   "skin_tone_augment")
 
 
 @lru_cache(maxsize=None)

@@ -94,8 +94,10 @@ def build_swad(model: nn.Module, splits: Any, cfg: SWADConfig) -> Mitigation:
 
 SPECS = (
     MethodSpec(name="swa", label="SWA", config=SWAConfig, build=build_swa, group_at_inference=False,
-               summary="average of one weight snapshot per epoch after --start", source="Izmailov et al., UAI 2018, Eq. 2"),
+               summary="average of one weight snapshot per epoch after --start", source="Izmailov et al., UAI 2018, Eq. 2",
+               reads_groups=False),
     MethodSpec(name="swad", label="SWAD", config=SWADConfig, build=build_swad, group_at_inference=False,
                summary="dense average: a weight snapshot after every step after --start",
-               source="Cha et al., NeurIPS 2021 (window simplified); MEDFAIR's best on Fitzpatrick-17k"),
+               source="Cha et al., NeurIPS 2021 (window simplified); MEDFAIR's best on Fitzpatrick-17k",
+               reads_groups=False),
 )
