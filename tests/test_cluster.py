@@ -1,9 +1,6 @@
 """Fair clustering: metrics against hand computations, fair algorithms, the flip attack, CFC, antidote, CLI."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,26 +89,50 @@ def test_antidote_cost_is_measured_on_real_points_only():
     assert ((res.V >= lo - 1e-9) & (res.V <= hi + 1e-9)).all()
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "equiprune", *args], capture_output=True, text=True)
+def test_kkt_antidote_for_sum_of_norms_clustering():
+    """Algorithm 2: the returned centres are SON's optimum for U + V, the social cost drops, V stays in the box."""
+    from equiprune.cluster.antidote_kkt import KKTAntidoteConfig, antidote_kkt, pair_matrix, social_cost_son, son
+    rng = np.random.default_rng(0)
+    U = np.vstack([rng.normal([0, 0], 0.02, (6, 2)), rng.normal([3, 1], 0.02, (2, 2))])   # group 1: 2 far points
+    g = np.r_[np.zeros(6, int), np.ones(2, int)]
+    cfg = KKTAntidoteConfig(lam=0.1, start=1, max_rounds=1, starts=1, inner=1)
+    res = antidote_kkt(U, g, cfg)
+    assert res.cost < res.vanilla_cost - 1e-3
+    W = np.vstack([U, res.V])
+    assert ((res.V >= U.min(0) - 1e-9) & (res.V <= U.max(0) + 1e-9)).all()
+    # the cost is that of an exact SON solve on U + V, measured on U only
+    assert res.cost == pytest.approx(social_cost_son(U, son(W, cfg.lam).mu[:len(U)], g), rel=1e-4)
+    assert max(res.residuals.values()) < 1e-4
+    # KKT <=> optimal (strongly convex): no small move of the centres lowers the SON objective
+    D = pair_matrix(len(W))
+
+    def objective(mu):
+        return 0.5 * ((mu - W) ** 2).sum() + cfg.lam * np.linalg.norm(D @ mu, axis=1).sum()
+    base = objective(res.mu)
+    assert all(objective(res.mu + 1e-3 * rng.normal(size=W.shape)) > base - 1e-7 for _ in range(20))
+    with pytest.raises(ValueError, match="limit of 10"):
+        antidote_kkt(U, g, KKTAntidoteConfig(max_pair_variables=10))
 
 
-def test_cli_fit_attack_and_bad_input(tmp_path, capsys):
+def test_cli_fit_attack_antidote_and_bad_input(tmp_path, capsys):
     from equiprune.cli import main
-    X, g = _four_blobs(n=20)
+    X, g = _four_blobs(n=10)
     df = pd.DataFrame(X, columns=["a", "b"]).assign(group=np.where(g == 1, "right", "left"),
-                                                    label=np.repeat([0, 1, 2, 3], 20))
+                                                    label=np.repeat([0, 1, 2, 3], 10))
     df.to_csv(tmp_path / "t.csv", index=False)
-    p = _cli("cluster", "fit", "--features", str(tmp_path / "t.csv"), "--k", "2", "--out", str(tmp_path / "fit"))
-    assert p.returncode == 0, p.stderr
-    assert "sfd" in p.stdout and (tmp_path / "fit" / "report.html").exists()
-    p = _cli("cluster", "attack", "--features", str(tmp_path / "t.csv"), "--algorithm", "sfd", "--k", "2",
-             "--fractions", "0.1", "--seeds", "0,1", "--budget", "5", "--quiet", "--out", str(tmp_path / "atk"))
-    assert p.returncode == 0, p.stderr
+    assert main(["cluster", "fit", "--features", str(tmp_path / "t.csv"), "--k", "2", "--out", str(tmp_path / "fit")]) == 0
+    assert "sfd" in capsys.readouterr().out and (tmp_path / "fit" / "report.html").exists()
+    assert main(["cluster", "attack", "--features", str(tmp_path / "t.csv"), "--algorithm", "sfd", "--k", "2",
+                 "--fractions", "0.1", "--seeds", "0,1", "--budget", "5", "--quiet", "--out", str(tmp_path / "atk")]) == 0
     rows = pd.read_csv(tmp_path / "atk" / "attack.csv")
-    assert set(rows.setting) == {"pre", "attack", "random"}
+    assert set(rows.setting) == {"pre", "attack", "random"} and len(rows) == 6
+    # Algorithm 2 from the CLI: sum-of-norms through its KKT conditions, on a subsample
+    assert main(["cluster", "antidote", "--features", str(tmp_path / "t.csv"), "--clustering", "son", "--max-points",
+                 "8", "--antidote-size", "1", "--rounds", "1", "--out", str(tmp_path / "kkt")]) == 0
+    assert "social cost: vanilla" in capsys.readouterr().out
+    assert "KKT conditions" in (tmp_path / "kkt" / "report.html").read_text()
     for bad, msg in ((df.assign(a=np.nan), "NaN"), (df.assign(group="left"), "one value"),
-                     (df.assign(group=["x"] + ["left"] * 79), "single member")):
+                     (df.assign(group=["x"] + ["left"] * 39), "single member")):
         bad.to_csv(tmp_path / "bad.csv", index=False)
         assert main(["cluster", "fit", "--features", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "b")]) == 2
         assert msg in capsys.readouterr().err

@@ -20,7 +20,8 @@ jobs:
             retraining as the defense, attacked again
   transfer  attack a local surrogate, send clean and adversarial images to a clustering service
             (your command, or a local stand-in) and measure how often the attack transfers (thesis §2.4)
-  antidote  add a few points so that vanilla k-means / spectral clustering becomes fairer (thesis §3.1)
+  antidote  add a few points so that vanilla k-means / spectral clustering becomes fairer (thesis §3.1,
+            Algorithm 3); --clustering son: sum-of-norms clustering through its KKT conditions (Algorithm 2)
 
 examples:
   equiprune cluster fit --features emb.csv --group-column skin --k 5 --algorithms kmeans,sfd,fsc,kfc,cfc --out runs/cl
@@ -28,6 +29,7 @@ examples:
   equiprune cluster metrics --features emb.csv --clusters-column triage_bin --out runs/cl-own
   equiprune cluster attack --features emb.csv --algorithm sfd --k 2 --fractions 0,0.05,0.1,0.15 --seeds 0,1,2 --out runs/atk
   equiprune cluster antidote --features emb.csv --clustering kmeans --cost social --k 2 --out runs/anti
+  equiprune cluster antidote --features emb.csv --clustering son --max-points 30 --antidote-size 1 --out runs/kkt
   equiprune cluster attack-deep --images mnist --n 1000 --eps 3 --out runs/deep-atk
   equiprune cluster attack-deep --images cifar10 --root ~/data/cifar-10-batches-bin --k 10 --out runs/deep-c10
   equiprune cluster transfer --images mnist --service "python my_client.py {input} {output}" --out runs/tr
@@ -100,7 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     dp.add_argument("--service-stand-in", choices=["kmeans", "dec"], default=None,
                     help="transfer: a local stand-in service instead (PCA + k-means per album, or another DEC)")
     d = p.add_argument_group("antidote")
-    d.add_argument("--clustering", choices=["kmeans", "spectral"], default="kmeans")
+    d.add_argument("--clustering", choices=["kmeans", "spectral", "son"], default="kmeans",
+                   help="kmeans / spectral: Algorithm 3 (RACOS); son: Algorithm 2, sum-of-norms clustering with "
+                        "the social cost through its KKT conditions (cvxpy; small data: use --max-points)")
+    d.add_argument("--son-lambda", type=float, default=0.1, help="with --clustering son: SON's lambda (default 0.1)")
     d.add_argument("--cost", choices=["balance", "social"], default="balance")
     d.add_argument("--antidote-size", type=int, default=10, help="V_s, the first antidote set size (default 10)")
     d.add_argument("--rounds", type=int, default=3, help="sizes tried, growing by 1 (default 3)")
@@ -154,7 +159,7 @@ def _run_deep(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
-    from ..cluster import AntidoteConfig, CFCConfig, PointSource
+    from ..cluster import AntidoteConfig, CFCConfig, KKTAntidoteConfig, PointSource
     if args.job in ("attack-deep", "transfer"):
         return _run_deep(args)
     if args.images:
@@ -187,11 +192,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"target row {s['target']}: {s['misclustered']} other points changed cluster; its COMD depth "
               f"{s['target_depth']:.3f} (quantile {s['depth_quantile']:.3f} of the data's)")
     else:
-        s = api.cluster("antidote", source, args.out,
-                        cfg=AntidoteConfig(clustering=args.clustering, cost=args.cost, k=args.k,
-                                           start=args.antidote_size, max_rounds=args.rounds,
-                                           budget=args.antidote_budget, seed=args.seed))
-        print(f"{args.cost} cost: vanilla {s['vanilla_cost']:.4f}, with {s['antidote_points']} antidote points "
+        if args.clustering == "son":
+            cfg = KKTAntidoteConfig(lam=args.son_lambda, start=args.antidote_size, max_rounds=args.rounds,
+                                    seed=args.seed)
+        else:
+            cfg = AntidoteConfig(clustering=args.clustering, cost=args.cost, k=args.k, start=args.antidote_size,
+                                 max_rounds=args.rounds, budget=args.antidote_budget, seed=args.seed)
+        s = api.cluster("antidote", source, args.out, cfg=cfg)
+        print(f"{s['fairness_cost']} cost: vanilla {s['vanilla_cost']:.4f}, with {s['antidote_points']} antidote points "
               f"{s['cost']:.4f} (|V|/|U| = {s['ratio']:.4f})")
     done("report", f"{args.out}/report.html")
     return 0

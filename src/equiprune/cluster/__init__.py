@@ -6,6 +6,7 @@
 * `attack`: the group-membership flip attack (RACOS, zoopt) and its random baseline;
 * `cfc`: Consensus Fair Clustering, the defense;
 * `antidote`: antidote points that make vanilla clustering fair (Algorithm 3);
+* `antidote_kkt`: the same for sum-of-norms clustering through its KKT conditions (Algorithm 2, cvxpy);
 * `spillover`: one-point spill-over poisoning of k-means / Ward (§2.2);
 * `summarize`: SumBal, FVS-LP and proportional review sets (§3.2);
 * `deep_data`, `deep_model`, `blackbox`, `deep_attack`: images read offline, a small DEC model, the
@@ -15,11 +16,12 @@
 """
 from .algorithms import ALGORITHMS, FAIR, Clustering
 from .antidote import AntidoteConfig, antidote
+from .antidote_kkt import KKTAntidoteConfig, antidote_kkt
 from .attack import FlipAttackConfig, flip_attack, ks_attack_vs_random
 from .cfc import CFCConfig, cfc
 from .folders import PointSource
 from .metrics import balance, clustering_scores, entropy, social_cost
 
-__all__ = ["ALGORITHMS", "AntidoteConfig", "CFCConfig", "Clustering", "FAIR", "FlipAttackConfig", "PointSource",
-           "antidote", "balance", "cfc", "clustering_scores", "entropy", "flip_attack", "ks_attack_vs_random",
-           "social_cost"]
+__all__ = ["ALGORITHMS", "AntidoteConfig", "CFCConfig", "Clustering", "FAIR", "FlipAttackConfig",
+           "KKTAntidoteConfig", "PointSource", "antidote", "antidote_kkt", "balance", "cfc", "clustering_scores",
+           "entropy", "flip_attack", "ks_attack_vs_random", "social_cost"]

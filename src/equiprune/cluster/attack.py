@@ -77,10 +77,12 @@ def flip_attack(X: np.ndarray, groups: np.ndarray, cfg: FlipAttackConfig, y: np.
     defended = np.setdiff1d(np.arange(n), attacked)
     algo = ALGORITHMS[cfg.algorithm]
 
-    def run(memberships: np.ndarray) -> dict[str, float]:
+    def run(memberships: np.ndarray, full: bool = True) -> dict[str, float]:
         g = groups.copy()
         g[attacked] = values[memberships.astype(np.int64)]
         labels = algo(X, g, cfg.k, cfg.seed).labels
+        if not full:   # inside the RACOS loop only the objective is needed (no silhouette per evaluation)
+            return clustering_scores(labels[defended], groups[defended])
         return _scores_on_defended(X, groups, y, labels, defended)
 
     original = (groups[attacked] == values[1]).astype(np.int64)
@@ -88,7 +90,7 @@ def flip_attack(X: np.ndarray, groups: np.ndarray, cfg: FlipAttackConfig, y: np.
     trace: list[float] = []
 
     def objective(sol) -> float:
-        value = run(np.asarray(sol.get_x()))[cfg.objective]
+        value = run(np.asarray(sol.get_x()), full=False)[cfg.objective]
         trace.append(value)
         return value
 

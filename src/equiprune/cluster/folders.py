@@ -20,6 +20,7 @@ from ..engine import RunDir
 from ..influence.table import FeatureTableError, load_feature_table
 from .algorithms import ALGORITHMS
 from .antidote import AntidoteConfig, antidote
+from .antidote_kkt import KKTAntidoteConfig, antidote_kkt
 from .attack import FlipAttackConfig, flip_attack, ks_attack_vs_random
 from .cfc import CFCConfig, cfc
 from .metrics import clustering_scores, post_pre_ratio
@@ -187,14 +188,21 @@ def attack_to_folder(source: PointSource, algorithm: str, k: int, fractions: Seq
     return frame
 
 
-def antidote_to_folder(source: PointSource, cfg: AntidoteConfig, out: str | Path) -> dict[str, Any]:
-    rd = _open(out, "cluster-antidote", source, asdict(cfg))
+def antidote_to_folder(source: PointSource, cfg: AntidoteConfig | KKTAntidoteConfig, out: str | Path) -> dict[str, Any]:
+    """Algorithm 3 (RACOS, k-means / spectral) for an AntidoteConfig; Algorithm 2 (KKT, SON) for a KKTAntidoteConfig."""
+    rd = _open(out, "cluster-antidote", source, {"algorithm": type(cfg).__name__, **asdict(cfg)})
     pts = source.load()
-    _check_k(cfg.k, len(pts.X))
-    res = antidote(pts.X, pts.groups, cfg)
+    if isinstance(cfg, KKTAntidoteConfig):
+        res = antidote_kkt(pts.X, pts.groups, cfg)
+        extra = {"clustering": f"sum-of-norms (lambda {cfg.lam:g}), Algorithm 2 (KKT)", "fairness_cost": "social",
+                 "rounds": res.trace, "kkt_residuals": res.residuals}
+    else:
+        _check_k(cfg.k, len(pts.X))
+        res = antidote(pts.X, pts.groups, cfg)
+        extra = {"clustering": cfg.clustering, "fairness_cost": cfg.cost, "rounds": res.rounds}
     summary = {"alpha": res.alpha, "vanilla_cost": res.vanilla_cost, "cost": res.cost,
-               "antidote_points": int(len(res.V)), "ratio": res.ratio, "rounds": res.rounds,
-               "clustering": cfg.clustering, "fairness_cost": cfg.cost, "source": pts.source, "n": int(len(pts.X))}
+               "antidote_points": int(len(res.V)), "ratio": res.ratio, **extra, "source": pts.source,
+               "n": int(len(pts.X))}
     np.save(rd.file("antidote.npy"), res.V)
     rd.set_section("cluster_antidote", summary)
     return summary

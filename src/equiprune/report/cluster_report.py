@@ -33,6 +33,61 @@ def _attack_png(frame: pd.DataFrame, metric: str) -> bytes:
     return figure_png(fig)
 
 
+def _antidote_text(sec: dict) -> str:
+    text = (f"{sec['n']} real points from {sec['source']}. Costs are measured on the real points only; lower is "
+            "fairer. Success = a cost below alpha (the vanilla clustering's).")
+    if "kkt_residuals" in sec:
+        r = sec["kkt_residuals"]
+        text += (" The returned sum-of-norms centres meet the KKT conditions to within: stationarity "
+                 f"{r['stationarity']:.1e}, dual feasibility {r['dual_feasibility']:.1e}, prox {r['prox']:.1e}.")
+    return text
+
+
+def _row(*columns: str):
+    """A one-row table of these fields of the section."""
+    return lambda sec, rd: pd.DataFrame([{k: sec[k] for k in columns if k in sec}])
+
+
+def _transfer_frame(sec: dict, rd) -> pd.DataFrame:
+    b, a = sec["service_before"], sec["service_after"]
+    return pd.DataFrame([{"service": sec["service"], "images": sec["images"],
+                          "moved on the surrogate": sec["surrogate_changed"],
+                          "moved on the service": sec["service_changed"], "transfer rate": sec["transfer_rate"],
+                          **{f"{k} before": b.get(k) for k in ("nmi", "ari", "acc")},
+                          **{f"{k} after": a.get(k) for k in ("nmi", "ari", "acc")}}]).round(3)
+
+
+# the sections with one table each: metrics.json key, page title, heading, table (sec, rundir), text
+_SUMMARIES = (
+    ("cluster_antidote", lambda sec: "Antidote data for fair clustering", "Result (Table 3.1's columns)",
+     _row("clustering", "fairness_cost", "alpha", "antidote_points", "ratio", "vanilla_cost", "cost"), _antidote_text),
+    ("cluster_spillover", lambda sec: "Spill-over poisoning of a clustering", "Result (Table 2.1's columns)",
+     _row("method", "target", "misclustered", "objective", "target_depth", "depth_quantile", "evaluations"),
+     lambda sec: (f"One point (the target, row {sec['target']}) moved within COMD-depth bounds; "
+                  f"{sec['misclustered']} other points of {sec['n']} changed cluster when the data were clustered "
+                  "again. target_depth is the moved point's COMD depth, depth_quantile its quantile among the "
+                  "data's depths (the rule keeps it above 0.1).")),
+    ("deep_attack", lambda sec: "Black-box evasion attack on a deep clustering model",
+     "Before and after the attack (Table 2.3's columns, Table 2.4's query count)",
+     lambda sec, rd: pd.read_csv(rd.file("attack_deep.csv")).round(3),
+     lambda sec: (f"{sec['n']} {sec['source']} images ({sec['classes']} classes), a DEC model (autoencoder + soft "
+                  f"k-means) attacked by a generator whose perturbations have L2 norm at most {sec['eps']:g}. "
+                  "queries = batched calls to the black box while training the generator (score-based: "
+                  "memberships seen; decision-based: labels only). changed = share of images whose cluster moved; "
+                  "clusters_after < k is the thesis's 'clustering breakdown'. The defense is adversarial "
+                  "retraining, attacked with the old generator and with a new one.")),
+    ("transfer", lambda sec: "Transfer of the attack to a clustering service", "Transfer (thesis §2.4's form)",
+     _transfer_frame,
+     lambda sec: ("Adversarial images made against a local surrogate (DEC) were sent to the service; its clusters "
+                  "of the adversarial images are matched to those of the clean images before counting moves. "
+                  "Transfer rate = share of the images moved on the surrogate that also moved on the service.")),
+    ("summarize", lambda sec: f"A review set of {sec['k']} items with the groups in proportion",
+     "SumBal of the chosen set (1 = every group in the same share as in the whole)",
+     lambda sec, rd: pd.DataFrame(sec["table"]),
+     lambda sec: f"{sec['n']} items from {sec['source']}. The chosen rows are in summary.csv."),
+)
+
+
 def write_cluster_report(run_path: str | Path) -> Path:
     rd = RunDir(run_path, create=False)
     m = rd.read_metrics()
@@ -68,60 +123,11 @@ def write_cluster_report(run_path: str | Path) -> Path:
                                 markdown=frame_to_markdown(ratio)))
         sections.append(Section("Attack against random flips (Kolmogorov–Smirnov over seeds)",
                                 html=frame_to_html(ks), markdown=frame_to_markdown(ks)))
-    if "cluster_antidote" in m:
-        sec = m["cluster_antidote"]
-        title = "Antidote data for fair clustering"
-        df = pd.DataFrame([{k: sec[k] for k in ("clustering", "fairness_cost", "alpha", "antidote_points", "ratio",
-                                                "vanilla_cost", "cost")}])
-        sections.append(Section("Result (Table 3.1's columns)",
-                                f"{sec['n']} real points from {sec['source']}. Costs are measured on the real points "
-                                "only; lower is fairer. Success = a cost below alpha (the vanilla clustering's).",
-                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
-    if "cluster_spillover" in m:
-        sec = m["cluster_spillover"]
-        title = "Spill-over poisoning of a clustering"
-        df = pd.DataFrame([{k: sec[k] for k in ("method", "target", "misclustered", "objective", "target_depth",
-                                                "depth_quantile", "evaluations")}])
-        sections.append(Section("Result (Table 2.1's columns)",
-                                f"One point (the target, row {sec['target']}) moved within COMD-depth bounds; "
-                                f"{sec['misclustered']} other points of {sec['n']} changed cluster when the data were "
-                                "clustered again. target_depth is the moved point's COMD depth, depth_quantile its "
-                                "quantile among the data's depths (the rule keeps it above 0.1).",
-                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
-    if "deep_attack" in m:
-        sec = m["deep_attack"]
-        title = "Black-box evasion attack on a deep clustering model"
-        df = pd.read_csv(rd.file("attack_deep.csv")).round(3)
-        sections.append(Section("Before and after the attack (Table 2.3's columns, Table 2.4's query count)",
-                                f"{sec['n']} {sec['source']} images ({sec['classes']} classes), a DEC model "
-                                f"(autoencoder + soft k-means) attacked by a generator whose perturbations have L2 "
-                                f"norm at most {sec['eps']:g}. queries = batched calls to the black box while "
-                                "training the generator (score-based: memberships seen; decision-based: labels only). "
-                                "changed = share of images whose cluster moved; clusters_after < k is the thesis's "
-                                "'clustering breakdown'. The defense is adversarial retraining, attacked with the old "
-                                "generator and with a new one.",
-                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
-    if "transfer" in m:
-        sec = m["transfer"]
-        title = "Transfer of the attack to a clustering service"
-        b, a = sec["service_before"], sec["service_after"]
-        df = pd.DataFrame([{"service": sec["service"], "images": sec["images"],
-                            "moved on the surrogate": sec["surrogate_changed"],
-                            "moved on the service": sec["service_changed"], "transfer rate": sec["transfer_rate"],
-                            **{f"{k} before": b.get(k) for k in ("nmi", "ari", "acc")},
-                            **{f"{k} after": a.get(k) for k in ("nmi", "ari", "acc")}}]).round(3)
-        sections.append(Section("Transfer (thesis §2.4's form)",
-                                "Adversarial images made against a local surrogate (DEC) were sent to the service; "
-                                "its clusters of the adversarial images are matched to those of the clean images "
-                                "before counting moves. Transfer rate = share of the images moved on the surrogate "
-                                "that also moved on the service.",
-                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
-    if "summarize" in m:
-        sec = m["summarize"]
-        title = f"A review set of {sec['k']} items with the groups in proportion"
-        df = pd.DataFrame(sec["table"])
-        sections.append(Section("SumBal of the chosen set (1 = every group in the same share as in the whole)",
-                                f"{sec['n']} items from {sec['source']}. The chosen rows are in summary.csv.",
-                                html=frame_to_html(df), markdown=frame_to_markdown(df)))
+    for key, page_title, heading, frame, text in _SUMMARIES:
+        if key in m:
+            sec = m[key]
+            title = page_title(sec)
+            df = frame(sec, rd)
+            sections.append(Section(heading, text(sec), html=frame_to_html(df), markdown=frame_to_markdown(df)))
     html_path, _ = write_page(run_path, "report", title, sections, subtitle=str(run_path))
     return html_path
