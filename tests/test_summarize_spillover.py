@@ -32,6 +32,9 @@ def test_fvs_lp_and_review_sets_keep_proportions():
         assert abs((g[chosen] == grp).sum() - 20 * (g == grp).mean()) <= 1
     with pytest.raises(ValueError, match="larger than the set"):
         fvs_lp(v.presence, 301)
+    imp = v.user_scores.mean(0)                                            # same constraints, most important frames
+    both = fvs_lp(v.presence, 45, importance=imp)
+    assert imp[both].sum() > imp[sel].sum() and sumbal(both, v.presence)[0] > 0.9
 
 
 def test_f_beta_by_hand():
@@ -61,6 +64,9 @@ def test_spillover_on_digits_moves_other_points_within_depth_bounds():
     assert r.depth_quantile >= 0.1 - 1e-9                                   # stays as deep as the rule demands
     assert co_membership_change(np.array([0, 0, 1]), np.array([0, 0, 1])) == 0.0
     assert co_membership_change(np.array([0, 0, 1]), np.array([0, 1, 1])) == pytest.approx(-2.0)
+    one_d = np.r_[np.random.default_rng(0).normal(0, 1, (10, 1)), np.random.default_rng(1).normal(5, 1, (10, 1))]
+    with pytest.raises(ValueError, match="perturbation budget is zero"):   # every move goes below the deepest point
+        spillover_attack(one_d, "kmeans", budget=2, quantile=1.0)
     X2 = np.r_[np.zeros((5, 2)), np.ones((5, 2))]
     assert comd(X2[:1], X2 + np.random.default_rng(0).normal(scale=0.1, size=X2.shape), np.r_[[0] * 5, [1] * 5]) > 0
 

@@ -55,14 +55,20 @@ def _check_k(k: int, n: int) -> None:
         raise ValueError(f"the summary size {k} is larger than the set ({n} items)")
 
 
-def fvs_lp(H: np.ndarray, k: int) -> np.ndarray:
-    """The thesis's FVS-LP: indices of round(x) = 1 for the proportional-representation LP."""
+def fvs_lp(H: np.ndarray, k: int, importance: np.ndarray | None = None) -> np.ndarray:
+    """The thesis's FVS-LP: indices of round(x) = 1 for the proportional-representation LP.
+
+    The thesis's objective is zero (fairness only). With `importance` (one
+    score per item) the same constraints instead maximise the summary's total
+    importance — our variant, to see how much utility the constraints cost.
+    """
     H = np.asarray(H, float)
     n = len(H)
     _check_k(k, n)
     A_eq = np.vstack([H.T, np.ones((1, n))])
     b_eq = np.r_[k * H.mean(0), k]
-    res = linprog(np.zeros(n), A_eq=A_eq, b_eq=b_eq, bounds=(0, 1), method="highs")
+    c = np.zeros(n) if importance is None else -np.asarray(importance, float)
+    res = linprog(c, A_eq=A_eq, b_eq=b_eq, bounds=(0, 1), method="highs")
     if res.status != 0:
         raise RuntimeError(f"FVS-LP found no feasible summary: {res.message}")
     return np.flatnonzero(np.round(res.x) == 1)
