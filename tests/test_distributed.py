@@ -125,6 +125,14 @@ def _worker(rank: int, port: int, out: str) -> None:
     except RunError as exc:
         res["config_error"] = str(exc)
     res["on_main"] = on_main(lambda: get_rank() * 10 + 7)
+    # A mitigation method under DDP: FME (exits wired by hooks, a plugin loss with HSIC on every exit).
+    from equiprune.methods.mitigate import run_mitigation
+    from equiprune.methods.mitigate.fme import FMEConfig
+    from equiprune.models import build_model
+    torch.manual_seed(0)
+    fme = run_mitigation(build_model("resnet18", 3, 0.125, 16), splits,
+                         FMEConfig(finetune=_cfg(1), threshold=0.5, progress=False), run_dir=out_dir / "fme")
+    res["fme"], res["fme_section"] = _state(fme.model), fme.section
     (out_dir / f"rank{rank}.pkl").write_bytes(pickle.dumps(res))
 
 
@@ -207,6 +215,20 @@ def test_distributed_snnl_equals_single_process(spawned):
     assert null.shape == (3, 12)
     np.testing.assert_allclose(r0["snnl_null"], null, rtol=1e-6, atol=1e-6)
     assert np.array_equal(r0["snnl_null"], r1["snnl_null"])
+
+
+def test_a_mitigation_method_trains_identically_on_every_rank(spawned):
+    out, (r0, r1) = spawned
+    _assert_same_state(r0["fme"], r1["fme"])  # the multi-exit model, its exits included
+    torch.manual_seed(0)
+    from equiprune.models import attach_exits, build_model
+    start = build_model("resnet18", 3, 0.125, 16)
+    attach_exits(start, 3, image_size=16)
+    init = _state(start)
+    assert init.keys() == r0["fme"].keys()
+    assert not torch.equal(r0["fme"]["exits.branches.0.5.weight"], init["exits.branches.0.5.weight"])
+    assert r0["fme_section"] == r1["fme_section"] and len(r0["fme_section"]["exits"]["share"]) == 5
+    assert (out / "fme" / "train_state.pt").exists()
 
 
 def test_collectives_and_errors_reach_every_rank(spawned):
