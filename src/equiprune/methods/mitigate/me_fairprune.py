@@ -78,7 +78,7 @@ def run(model: nn.Module, splits: Any, cfg: MEFairPruneConfig, run_dir: str | Pa
             model = fitted.model
         if plugin.tap is not None:
             plugin.tap.remove()
-    config = rd.read_config() if rd is not None else {}
+    config = rd.read_config() if rd is not None and (rd.path / rd.CONFIG).exists() else {}
     fp = FairPruneConfig(structured=True, pr=cfg.pr, beta=cfg.beta, finetune=None, seed=cfg.seed,
                          progress=cfg.progress, dataset=(config.get("data") or {}).get("name"))
     pruned = run_fairprune(model, splits, fp, run_dir=RunDir(rd.path / "fairprune") if rd is not None else None,
