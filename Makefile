@@ -22,8 +22,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/equiprune demo --out runs/demo
 
+# The suite runs on every core (pytest-xdist), one test file per worker so that module-scoped
+# fixtures (trained tiny baselines) are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
