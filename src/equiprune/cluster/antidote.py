@@ -106,9 +106,10 @@ def antidote(U: np.ndarray, groups: np.ndarray, cfg: AntidoteConfig | None = Non
         value = float(sol.get_value())
         V = lo + np.clip(np.asarray(sol.get_x(), float), 0.0, 1.0).reshape(size, d) * (hi - lo)
         rounds.append({"size": size, "cost": value})
-        if value < best:
+        tie = 1e-9 * max(1.0, abs(alpha))         # a gain below this is the clustering's floating-point noise
+        if value < best - tie:
             best, best_V = value, V
-        if value < alpha:
+        if value < alpha - tie:
             break
         size += cfg.step
     res = AntidoteResult(best_V, vanilla, best, alpha, rounds)
