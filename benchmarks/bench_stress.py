@@ -67,6 +67,47 @@ def fairprune_group_sensitivity(run: Path, k: int = 3) -> dict:
             "zero_saliency_channels": int(np.sum(np.abs(scores["clean"]) < 1e-9))}
 
 
+def combined_curves(results: dict, path: Path) -> None:
+    """One panel per metric: post/pre against ρ, a colour per method, solid = random, dashed = adversarial."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from equiprune.methods.stress_groups import REPORTED
+    fig = Figure(figsize=(4.2 * len(REPORTED), 3.6))
+    colours = dict(zip(results, ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]))
+    for i, metric in enumerate(REPORTED):
+        ax = fig.add_subplot(1, len(REPORTED), i + 1)
+        for name, section in results.items():
+            xs = [100 * f for f in section["flips"]]
+            for attack, style in (("random", "-"), ("adversarial", "--")):
+                ys = [float("nan") if v is None else v for v in section["ratios"].get(attack, {}).get(metric, [])]
+                if ys:
+                    ax.plot(xs, ys, style, marker="o", ms=3, color=colours[name], label=f"{name}, {attack}")
+        ax.axhline(1.0, color="#999999", lw=0.8)
+        ax.set_xlabel("training groups set by the attacker (%)")
+        ax.set_ylabel(f"test {metric}: post / pre (mean over seeds)")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def paired_change(records: list, attack: str, flip: float, metric: str) -> dict | None:
+    """Mean over seeds of (corrupted − clean run of the same seed) with a 95% t-interval (scipy)."""
+    import numpy as np
+    from scipy import stats
+
+    clean = {r["seed"]: r["test"][metric] for r in records if r["flip"] == 0}
+    d = np.array([r["test"][metric] - clean[r["seed"]] for r in records
+                  if r["attack"] == attack and r["flip"] == flip and r["seed"] in clean])
+    if len(d) < 2:
+        return None
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"mean": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "n": len(d)}
+
+
 def _table(name: str, section: dict) -> list[str]:
     flips = section["flips"]
     lines = [f"## {name} (seeds {', '.join(map(str, section['seeds']))}; RACOS budget {section['budget']})", "",
@@ -76,6 +117,16 @@ def _table(name: str, section: dict) -> list[str]:
         for metric, row in per.items():
             lines.append(f"| {attack} | {metric} post/pre | "
                          + " | ".join("–" if v is None else f"{v:.2f}" for v in row) + " |")
+    top = max(flips)
+    for attack in section["ratios"]:
+        parts = []
+        for metric in ("eodd", "f1"):
+            c = paired_change(section["records"], attack, top, metric)
+            if c:
+                parts.append(f"{metric} {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]")
+        if parts:
+            lines.append(f"| {attack} | paired change at ρ={top:g} (95% t-interval over seeds) | "
+                         + "; ".join(parts) + " |" + " |" * (len(flips) - 1))
     ks = section.get("ks") or {}
     if ks:
         lines += ["", "KS test random vs adversarial (D, p): " + "; ".join(
@@ -136,7 +187,9 @@ def main() -> None:
             "of fine-tuning; groups of the training split corrupted (validation and test clean); RACOS over 16 "
             "blocks of the attack set; post/pre = mean over seeds / mean of the clean runs. Each method lists its "
             "own seeds and flips.", ""]
-    lines = [line for name, section in results.items() for line in _table(name, section)]
+    combined_curves(results, res_dir / f"{stem}_all.png")
+    lines = [f"![post/pre ratios of every method]({stem}_all.png)", ""]
+    lines += [line for name, section in results.items() for line in _table(name, section)]
     sens = (results.get("fairprune") or {}).get("group_sensitivity")
     if sens:
         lines += ["## Does FairPrune's structured cut read the groups?", "",

@@ -11,14 +11,21 @@ examples:
   equiprune stress-groups --run runs/base --method scp --consensus 5 --out runs/stress-scp-consensus
   equiprune stress-groups --run runs/base --method fairprune --flip 0,0.1,0.3 --attack random \\
                           --seeds 0,1,2 --out runs/stress-fairprune
+  equiprune stress-groups --run runs/base --method groupdro --seeds 0,1,2,3,4 --out runs/stress-groupdro
 For every fraction ρ of --flip and every seed, an attacker sets the groups of
 ρ of the training items (the groups the method reads); validation and test
 keep their true groups. --attack random draws the new groups at random;
 adversarial lets RACOS (zoopt) choose them, with --budget evaluations of the
-validation gap of the method's first cut without fine-tuning. The method then
+validation gap of the method's first cut without fine-tuning (a mitigation
+method: after one epoch of it). The method then
 runs in full and its model is judged on the clean test split. report.html
 shows post/pre ratio curves (ρ = 0 is "pre") and a KS test random against
-adversarial over seeds.
+adversarial over seeds (with 3 seeds its p-value cannot go below 0.1; give 5
+or more for a test that can reject). --method takes SCP, FairPrune and every
+mitigation method whose training reads the group labels (reweight, resample,
+groupdro, advconf, advref, domain-independent, hsic, fairadabn, mfd, fme, ...);
+a mitigation fine-tunes for --max-iters x --finetune-epochs epochs, the
+pruning methods' budget.
 """
 
 
@@ -45,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder holding the model")
     p.add_argument("--out", required=True, help="new folder for the results (report.html, metrics.json)")
-    p.add_argument("--method", choices=sorted(METHODS), default="scp", help="the method stressed (default scp)")
+    p.add_argument("--method", choices=sorted(METHODS), default="scp", help="the method stressed: scp, fairprune or a group-reading mitigation method (default scp)")
     p.add_argument("--flip", type=_floats, default=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
                    help="fractions of training groups the attacker sets (default 0,0.05,0.1,0.15,0.2,0.3)")
     p.add_argument("--attack", default="random,adversarial",
