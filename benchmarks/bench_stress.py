@@ -94,6 +94,27 @@ def combined_curves(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def plain_reference(run: Path, seeds: tuple, epochs: int) -> dict:
+    """Plain fine-tuning (no groups read) for a mitigation's budget: where fully scrambled groups would lead it."""
+    from dataclasses import replace
+
+    from equiprune.engine import evaluate
+    from equiprune.methods.mitigate import run_mitigation
+    from equiprune.methods.mitigate.base import default_mitigation_train
+    from equiprune.methods.mitigate.plain import PlainConfig
+    from equiprune.methods.runs import open_run
+
+    parent = open_run(run)
+    splits = parent.splits()
+    out = {}
+    for seed in seeds:
+        cfg = PlainConfig(finetune=replace(default_mitigation_train(), epochs=epochs, progress=False), seed=seed,
+                          progress=False)
+        test, _ = evaluate(run_mitigation(open_run(run).model, splits, cfg).model, splits.test)
+        out[str(seed)] = {m: float(test[m]) for m in ("eodd", "eopp1", "f1")}
+    return out
+
+
 def paired_change(records: list, attack: str, flip: float, metric: str) -> dict | None:
     """Mean over seeds of (corrupted − clean run of the same seed) with a 95% t-interval (scipy)."""
     import numpy as np
@@ -132,6 +153,11 @@ def _table(name: str, section: dict) -> list[str]:
         lines += ["", "KS test random vs adversarial (D, p): " + "; ".join(
             f"ρ={flip}: " + ", ".join(f"{m} {v['statistic']:.2f}/{v['pvalue']:.2f}" for m, v in d.items())
             for flip, d in ks.items()) + "."]
+    if section.get("plain_reference"):
+        ref = section["plain_reference"]
+        lines += ["", "Plain fine-tuning for the same budget (reads no groups: where fully scrambled groups would "
+                  "lead), test: " + "; ".join(f"seed {k}: Eodd {v['eodd']:.3f}, macro-F1 {v['f1']:.3f}"
+                                              for k, v in ref.items()) + "."]
     lines += ["", "Clean runs (ρ = 0), test: " + "; ".join(
         f"seed {r['seed']}: Eodd {r['test']['eodd']:.3f}, macro-F1 {r['test']['f1']:.3f}"
         for r in section["records"] if r["flip"] == 0) + ".", ""]
@@ -172,6 +198,8 @@ def main() -> None:
         entry = {**section, "findings": stress_findings(section), "seconds": time.perf_counter() - t,
                  "seeds": list(seeds), "budget": budget, "folder": str(out / name), "curves": curves.name,
                  "date": time.strftime("%Y-%m-%d")}
+        if cfg.method not in ("scp", "fairprune"):
+            entry["plain_reference"] = plain_reference(run, seeds, cfg.max_iters * cfg.finetune_epochs)
         if name == "fairprune":
             entry["group_sensitivity"] = extra["fairprune"] = fairprune_group_sensitivity(run)
         # Methods may run in separate processes: re-read the file and replace only this method's entry.
