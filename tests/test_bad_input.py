@@ -117,6 +117,8 @@ def test_numpy_writers_that_append_a_suffix_land_on_the_target(tmp_path):
     atomic_write(tmp_path / "x.npy", lambda tmp: np.save(tmp, np.ones(2)))
     assert np.load(tmp_path / "cache.npz")["a"].tolist() == [0, 1, 2]
     assert np.load(tmp_path / "x.npy").tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="numpy wrote"):   # another suffix: refused, not an empty file
+        atomic_write(tmp_path / "c.cache", lambda tmp: np.savez(tmp, x=np.arange(2)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz", "x.npy"]
 
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,8 +10,8 @@ from scipy.stats import spearmanr
 
 from equiprune.influence import (FeatureTable, FeatureTableError, InfluenceConfig, TrimConfig, compute_influence,
                                  leave_one_out, load_feature_table, select_rows, trim_table)
-from equiprune.influence.compute import HessianSolver
-from equiprune.influence.head import fit_head, hessian, hvp
+from equiprune.influence.hessian import HessianSolver, hessian, hvp
+from equiprune.influence.head import fit_head
 from equiprune.influence.toy import run_toy
 from equiprune.influence.trees import explain, interpretable_frame
 
@@ -66,10 +64,25 @@ def test_dense_and_cg_solves_agree(table, result):
     assert np.allclose(dense, cg, rtol=1e-6, atol=1e-9)
     # the Hessian-vector product equals the dense Hessian times the vector
     assert np.allclose(hessian(Zt, P, head.lam) @ rhs.ravel(), hvp(rhs, Zt, P, head.lam).ravel())
+    # a factor built before a Newton step, refined with products at the new head, solves the new head's H
+    nudged = P * np.exp(np.random.default_rng(2).uniform(-1e-3, 1e-3, P.shape))
+    old = HessianSolver(Zt, nudged / nudged.sum(1, keepdims=True), head.lam, None, "dense")
+    assert not np.allclose(old.solve(rhs), dense, rtol=1e-9, atol=0)
+    assert np.allclose(old.refined_at(Zt, P, head.lam, None).solve(rhs), dense, rtol=1e-10, atol=1e-13)
+
+
+def test_dense_hessian_equals_its_definition_with_weights():
+    """Block (a, b) = sum_i w_i (d_ab p_ia - p_ia p_ib) z_i z_i^T + lam: the syrk build, weights 0 included."""
+    rng = np.random.default_rng(0)
+    Z = np.c_[rng.normal(size=(30, 3)), np.ones(30)]
+    P = rng.dirichlet(np.ones(4), size=30)
+    sw = rng.random(30) * (rng.random(30) > 0.2)
+    ref = sum(sw[i] * np.kron(np.diag(P[i]) - np.outer(P[i], P[i]), np.outer(Z[i], Z[i])) for i in range(30))
+    assert np.allclose(hessian(Z, P, 0.3, sw), ref + 0.3 * np.eye(16), rtol=1e-12, atol=1e-12)
 
 
 def test_head_is_at_the_optimum(table, result):
-    """The fitted head's gradient vanishes (Newton-polished), which LOO agreement relies on."""
+    """The fitted head's gradient vanishes (polished until no logit can be 1e-6 off), which LOO agreement relies on."""
     from equiprune.influence.head import _objective
     X, y, _ = table.part("train")
     Zt = result.head.augment(X)
@@ -136,64 +149,74 @@ def test_bad_tables_are_named(tmp_path):
         load_feature_table(tmp_path / "empty.csv")
 
 
-def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "equiprune", *args], capture_output=True, text=True, cwd=cwd)
+def _cli(capsys, *args) -> tuple[int, str]:
+    """`equiprune ARGS` in this process (no interpreter start-up): exit code and stderr."""
+    from equiprune.cli import main
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
 
 
-def test_cli_influence_and_trim_on_a_feature_table(tmp_path):
-    t = _table(n=600, C=2, seed=2, flip_minority=0.3)
+def test_cli_influence_and_trim_on_a_feature_table(tmp_path, capsys):
+    t = _table(n=400, C=2, seed=2, flip_minority=0.3)
     df = pd.DataFrame(t.X, columns=[f"f{i}" for i in range(5)])
     df["diagnosis"] = np.where(t.y == 1, "melanoma", "nevus")
     df["skin"] = np.where(t.g == 1, "<b>dark</b>", "light")
     df["split"] = t.split
     df.to_csv(tmp_path / "t.csv", index=False)
-    common = ["--features", str(tmp_path / "t.csv"), "--label-column", "diagnosis", "--group-column", "skin",
+    common = ["--features", tmp_path / "t.csv", "--label-column", "diagnosis", "--group-column", "skin",
               "--group-map", "light=0,<b>dark</b>=1"]
-    p = _cli("influence", *common, "--impacts", "eodd,utility", "--out", str(tmp_path / "inf"))
-    assert p.returncode == 0, p.stderr
+    code, err = _cli(capsys, "influence", *common, "--impacts", "eodd,utility", "--out", tmp_path / "inf")
+    assert code == 0, err
     out = pd.read_csv(tmp_path / "inf" / "influence.csv")
     assert len(out) == (t.split == "train").sum()
     assert {"influence_eodd", "influence_utility"} <= set(out.columns)
+    assert not [p.name for p in (tmp_path / "inf").iterdir() if ".tmp" in p.name]   # atomic writes left nothing
     html = (tmp_path / "inf" / "report.html").read_text()
     assert "<b>dark</b>" not in html and "&lt;b&gt;dark&lt;/b&gt;" in html
-    p = _cli("trim", *common, "--budgets", "0,0.02", "--random-seeds", "1,2", "--quiet", "--out", str(tmp_path / "tr"))
-    assert p.returncode == 0, p.stderr
+    code, err = _cli(capsys, "trim", *common, "--budgets", "0,0.02", "--random-seeds", "1,2", "--quiet",
+                     "--out", tmp_path / "tr")
+    assert code == 0, err
     rows = pd.read_csv(tmp_path / "tr" / "trim.csv")
     assert set(rows.method) == {"influence-eodd", "influence-utility", "random"}
     # same command again resumes; other settings are refused
-    p = _cli("trim", *common, "--budgets", "0,0.05", "--quiet", "--out", str(tmp_path / "tr"))
-    assert p.returncode == 2 and "settings" in p.stderr
-    p = _cli("influence", "--features", str(tmp_path / "t.csv"), "--out", str(tmp_path / "x"))
-    assert p.returncode == 2 and "no column 'label'" in p.stderr
+    code, err = _cli(capsys, "trim", *common, "--budgets", "0,0.05", "--quiet", "--out", tmp_path / "tr")
+    assert code == 2 and "settings" in err
+    code, err = _cli(capsys, "influence", "--features", tmp_path / "t.csv", "--out", tmp_path / "x")
+    assert code == 2 and "no column 'label'" in err
 
 
-def test_influence_on_a_run(runs, tmp_path):
-    from equiprune.influence.run_features import features_from_run
-    t = features_from_run(runs["base"])
+def test_influence_on_a_run(runs, tmp_path, capsys, monkeypatch):
+    from equiprune.influence import run_features
+    t = run_features.features_from_run(runs["base"])
     assert t.network_pred is not None and len(t.network_pred) == len(t.y)
     assert set(np.unique(t.split)) == {"train", "val", "test"}
-    p = _cli("influence", "--run", str(runs["base"]), "--impacts", "utility,eodd", "--out", str(tmp_path / "ri"))
-    assert p.returncode == 0, p.stderr
+    # the extraction is cached: the same model and data are read back, not run through the network again
+    monkeypatch.setattr(run_features, "penultimate", lambda *a, **k: pytest.fail("features extracted again"))
+    again = run_features.features_from_run(runs["base"])
+    assert np.array_equal(again.X, t.X) and np.array_equal(again.network_pred, t.network_pred)
+    assert list(again.ids) == list(t.ids)
+    code, err = _cli(capsys, "influence", "--run", runs["base"], "--impacts", "utility,eodd", "--out", tmp_path / "ri")
+    assert code == 0, err
     sec = json.loads((tmp_path / "ri" / "metrics.json").read_text())["influence"]
     assert 0.0 <= sec["head_agreement"] <= 1.0
     cfg = json.loads((tmp_path / "ri" / "config.json").read_text())
     assert cfg["parent"] and cfg["kind"] == "influence"
 
 
-def test_trim_a_run_fine_tunes_without_the_trimmed_images(runs, tmp_path):
+def test_trim_a_run_fine_tunes_without_the_trimmed_images(runs, tmp_path, capsys):
     from equiprune.methods.runs import open_run
     out = tmp_path / "rt"
-    p = _cli("trim", "--run", str(runs["base"]), "--budgets", "0,0.05", "--random-seeds", "1", "--quiet",
-             "--finetune-budget", "0.05", "--finetune-epochs", "1", "--out", str(out))
-    assert p.returncode == 0, p.stderr
+    code, err = _cli(capsys, "trim", "--run", runs["base"], "--budgets", "0.05", "--random-seeds", "1", "--quiet",
+                     "--finetune-budget", "0.05", "--finetune-epochs", "1", "--out", out)
+    assert code == 0, err
     child = open_run(out / "finetuned-eodd")
     cfg = child.config
     assert cfg["kind"] == "trim" and cfg["parent"]
     removed = json.loads((out / "finetuned-eodd" / "metrics.json").read_text())["finetune_done"]
     total = len(open_run(runs["base"]).splits().train)
     assert removed["kept"] + removed["removed"] == total and removed["removed"] > 0
-    p = _cli("trim", "--features", "x.csv", "--finetune-budget", "0.05", "--out", str(tmp_path / "bad"))
-    assert p.returncode == 2
+    code, _ = _cli(capsys, "trim", "--features", "x.csv", "--finetune-budget", "0.05", "--out", tmp_path / "bad")
+    assert code == 2
 
 
 def test_anchoring_widens_dp_and_trimming_narrows_it():
@@ -213,7 +236,7 @@ def test_anchoring_widens_dp_and_trimming_narrows_it():
     assert np.linalg.norm(Xp[yp == 1] - centre, axis=1).max() <= 1.0 + 1e-9
 
 
-def test_evasion_attack_never_helps_and_apps_cli(tmp_path):
+def test_evasion_attack_never_helps_and_apps_cli(tmp_path, capsys):
     from equiprune.data.tabular import load_german
     from equiprune.influence.scenarios import evasion
     X, y, g, _ = load_german()
@@ -221,8 +244,9 @@ def test_evasion_attack_never_helps_and_apps_cli(tmp_path):
     assert (df["acc"] <= df["clean_acc"] + 1e-12).all()
     hit = df.groupby(["model", "attacked_fraction"])["acc"].mean().unstack()
     assert (hit[0.5] < hit[0.1]).all()                                    # more attacked points, lower accuracy
-    p = _cli("influence-apps", "poisoning", "--dataset", "german", "--seeds", "0", "--out", str(tmp_path / "ap"))
-    assert p.returncode == 0, p.stderr
+    code, err = _cli(capsys, "influence-apps", "poisoning", "--dataset", "german", "--seeds", "0",
+                     "--out", tmp_path / "ap")
+    assert code == 0, err
     summary = pd.read_csv(tmp_path / "ap" / "summary.csv")
     assert {"thesis_dp", "dp_mean"} <= set(summary.columns) and "NRAA + trimming" in set(summary.setting)
 

@@ -154,8 +154,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also fine-tune the run's model without the images trimmed at budget B, into OUT/finetuned-IMPACT "
                         "(a run folder every verb can use)")
     f.add_argument("--finetune-controls", action="store_true",
-                   help="also fine-tune without random images of the same count (seeds 0,1,2), without the "
-                        "utility-influence images, and with none removed (fine-tune only)")
+                   help="also fine-tune without random images of the same count (one run per seed of "
+                        "--finetune-random-seeds), without the utility-influence images, and with none removed "
+                        "(fine-tune only)")
+    f.add_argument("--finetune-random-seeds", default="0,1,2,3,4", metavar="LIST",
+                   help="seeds of the fine-tuned random-trimming controls (default 0,1,2,3,4)")
     f.add_argument("--finetune-epochs", type=int, default=None, help="default: the pruning methods' 2 epochs")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -209,7 +212,8 @@ def run_trim(args: argparse.Namespace) -> int:
     icfg = InfluenceConfig(impacts=tuple(dict.fromkeys((args.impact, "utility"))), lam=args.lam, gamma=args.gamma,
                            solver=args.solver)
     from ..influence import FinetuneSpec
-    spec = (FinetuneSpec(args.finetune_budget, args.finetune_controls, epochs=args.finetune_epochs)
+    ft_seeds = tuple(int(s) for s in args.finetune_random_seeds.split(",") if s.strip())
+    spec = (FinetuneSpec(args.finetune_budget, args.finetune_controls, ft_seeds, epochs=args.finetune_epochs)
             if args.finetune_budget is not None else None)
     result = api.trim(_source(args), cfg, args.out, icfg, progress=not args.quiet, finetune=spec)
     print(api.trim_findings(result.rows, args.impact))

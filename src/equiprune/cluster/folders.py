@@ -118,8 +118,8 @@ def _open(out: str | Path, kind: str, source: PointSource, settings: dict[str, A
 
 
 def _write_csv(rd: RunDir, name: str, frame: pd.DataFrame) -> None:
-    frame.to_csv(rd.file(name + ".tmp"), index=False)
-    rd.file(name + ".tmp").replace(rd.file(name))
+    from ..influence.folders import write_csv  # atomic, under a unique temporary name
+    write_csv(rd, name, frame)
 
 
 def fit_to_folder(source: PointSource, algorithms: Sequence[str], k: int, out: str | Path, seed: int = 0,

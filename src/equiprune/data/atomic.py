@@ -87,7 +87,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     `WriteError` naming `path`. The temporary name ends with `path`'s own
     suffix, because writers such as ``np.save``/``np.savez`` append ``.npy``
     / ``.npz`` to a name without it (and the rename would then move an empty
-    file).
+    file); a stray ``.npy``/``.npz`` next to it (a target with another
+    suffix) is refused rather than left behind.
     """
     path = Path(path)
     try:
@@ -96,8 +97,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     except OSError as exc:
         raise write_error(path, exc) from exc
     os.close(fd)
+    strays = [tmp + ext for ext in (".npy", ".npz")]
     try:
         write(tmp)
+        wrong = [s for s in strays if os.path.exists(s)]
+        if wrong:  # np.save / np.savez given a bare name whose suffix is not theirs
+            raise ValueError(f"writing {path}: numpy wrote {os.path.basename(wrong[0])} instead of the temporary "
+                             "file; give np.save/np.savez an open file (open(tmp, 'wb')) or a target ending in "
+                             ".npy/.npz")
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
         err = write_error(path, exc)
@@ -105,8 +112,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
             raise
         raise err from exc
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, *strays):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
     return path
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine import RunDir
+from .folders import write_csv
 from .scenarios import SCENARIOS
 from .table import load_feature_table
 
@@ -76,7 +77,6 @@ def run_app(scenario: str, out: str | Path, dataset: str | None = None, features
     rows = SCENARIOS[scenario](X, y, g, seeds=tuple(seeds))
     summary = summarise(scenario, rows, name)
     for fname, frame in (("results.csv", rows), ("summary.csv", summary)):
-        frame.to_csv(rd.file(fname + ".tmp"), index=False)
-        rd.file(fname + ".tmp").replace(rd.file(fname))
+        write_csv(rd, fname, frame)
     rd.set_section("influence_apps", {"scenario": scenario, "data": name, "summary": summary.to_dict("records")})
     return AppsResult(scenario, rows, summary, name)

@@ -7,12 +7,13 @@ the sample lowers the impact function** (every impact function is lower-is-
 better), i.e. the sample is harmful to it. tests/test_influence.py checks this
 against real leave-one-out refits.
 
-H is solved once per impact function: a dense Cholesky while the head has at
-most ``DENSE_LIMIT`` parameters, else preconditioned conjugate gradients on
-Hessian-vector products (memory O(n * (features + classes)), never a d x d
-matrix). The per-sample influences are then one pass over the training rows:
-``I_i = w_i * (p_i - e_{y_i})^T U z_i`` for the solved ``U`` — the per-sample
-gradients are never stored.
+H is factorised once per fitted head (a dense Cholesky while the head has at
+most ``DENSE_LIMIT`` parameters, shared with the head's Newton polish; else
+preconditioned conjugate gradients on Hessian-vector products, memory
+O(n * (features + classes)), never a d x d matrix) and solved for every impact
+function's gradient at once. The per-sample influences are then one matrix
+product over the training rows: ``I_i = w_i * (p_i - e_{y_i})^T U z_i`` for the
+solved ``U`` — the per-sample gradients are never stored.
 """
 from __future__ import annotations
 
@@ -21,11 +22,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import linalg
-from scipy.sparse.linalg import LinearOperator, cg
 
 from . import impact
-from .head import DENSE_LIMIT, LogisticHead, fit_head, hessian, hessian_diagonal, hvp
+from .head import LogisticHead, fit_head, fit_head_with_solver, softmax
 from .table import FeatureTable
 
 
@@ -85,37 +84,18 @@ class InfluenceResult:
                 "negative": {k: int((v < 0).sum()) for k, v in self.values.items()}, "notes": self.notes}
 
 
-class HessianSolver:
-    """Solves ``H u = b`` for the fitted head, dense or by conjugate gradients."""
-
-    def __init__(self, Zt: np.ndarray, P: np.ndarray, lam: float, sw: np.ndarray | None, kind: str,
-                 tol: float = 1e-8) -> None:
-        self.shape = P.shape[1], Zt.shape[1]
-        d = self.shape[0] * self.shape[1]
-        self.kind = ("dense" if d <= DENSE_LIMIT else "cg") if kind == "auto" else kind
-        self.tol = tol
-        if self.kind == "dense":
-            self.factor = linalg.cho_factor(hessian(Zt, P, lam, sw))
-        else:
-            self.op = LinearOperator((d, d), dtype=np.float64,
-                                     matvec=lambda v: hvp(v.reshape(self.shape), Zt, P, lam, sw).ravel())
-            diag = hessian_diagonal(Zt, P, lam, sw).ravel()
-            self.precond = LinearOperator((d, d), dtype=np.float64, matvec=lambda v: v / diag)
-
-    def solve(self, b: np.ndarray) -> np.ndarray:
-        if self.kind == "dense":
-            return linalg.cho_solve(self.factor, b.ravel()).reshape(self.shape)
-        u, info = cg(self.op, b.ravel(), rtol=self.tol, maxiter=2000, M=self.precond)
-        if info > 0:
-            raise RuntimeError(f"conjugate gradients did not converge in 2000 steps; raise --lam")
-        return u.reshape(self.shape)
-
-
 def influences_for(U: np.ndarray, Zt: np.ndarray, P: np.ndarray, Y: np.ndarray,
                    sw: np.ndarray | None = None) -> np.ndarray:
-    """``I_i = w_i (p_i - e_i)^T U z_i`` for every row (U = H^{-1} grad f)."""
-    out = ((P - Y) * (Zt @ U.T)).sum(axis=1)
-    return out if sw is None else out * sw
+    """``I_ik = w_i (p_i - e_i)^T U_k z_i`` for every row i and solved ``U_k = H^{-1} grad f_k``.
+
+    `U` is a stack (k, classes, features + 1); the result is (n, k). One
+    matrix product for all impact functions: the per-sample gradients
+    ``(p_i - e_i) z_i^T`` are never formed.
+    """
+    k, C, _ = U.shape
+    proj = (Zt @ U.reshape(k * C, -1).T).reshape(len(Zt), k, C)      # z_i . u_kc
+    out = np.einsum("nkc,nc->nk", proj, P - Y)
+    return out if sw is None else out * np.asarray(sw)[:, None]
 
 
 def validation_sets(head: LogisticHead, table: FeatureTable, split: str = "val",
@@ -135,18 +115,17 @@ def compute_influence(table: FeatureTable, cfg: InfluenceConfig | None = None,
     table.check(need_two_groups=needs_groups)
     tr = np.flatnonzero(table.mask("train"))
     Xt, yt = table.X[tr], table.y[tr]
-    head = fit_head(Xt, yt, table.num_classes, cfg.lam, sample_weight)
+    head, solver = fit_head_with_solver(Xt, yt, table.num_classes, cfg.lam, sample_weight, cfg.solver, cfg.cg_tol)
     Zt = head.augment(Xt)
-    P = head.proba(Xt)
+    P = softmax(Zt @ head.W.T)
     Y = np.eye(table.num_classes)[yt]
-    solver = HessianSolver(Zt, P, cfg.lam, sample_weight, cfg.solver, cfg.cg_tol)
     clean, adv = validation_sets(head, table, "val", cfg.gamma)
-    values, fvals = {}, {}
+    fvals, grads = {}, []
     for name in cfg.impacts:
-        v = adv if name == "robust" else clean
-        f, grad = impact.value_and_gradient(name, head.W, v)
-        fvals[name] = f
-        values[name] = influences_for(solver.solve(grad), Zt, P, Y, sample_weight)
+        fvals[name], grad = impact.value_and_gradient(name, head.W, adv if name == "robust" else clean)
+        grads.append(grad)
+    solved = influences_for(solver.solve_many(np.stack(grads)), Zt, P, Y, sample_weight)  # one solve for all
+    values = {name: solved[:, k] for k, name in enumerate(cfg.impacts)}
     Xv, yv, _ = table.part("val")
     pred_v = head.predict(Xv)
     agreement = None

@@ -14,8 +14,15 @@ is what makes the sign convention hold: ``I(-x_i) ~ f(without x_i) - f(all)``.
 
 sklearn's LogisticRegression is not used because it switches to a sigmoid
 parameterisation for two classes and drops absent classes, both of which would
-break the Hessian below; the fit is a few lines of scipy L-BFGS polished by
-Newton steps so that leave-one-out refits agree with the influence estimate.
+break the Hessian; the fit is a few lines of scipy L-BFGS, polished by Newton
+steps only when it stopped short of the optimum that leave-one-out refits and
+influence need. "Short" is measured, not guessed: the objective is
+lam-strongly convex, so ``||W - W*|| <= ||grad|| / lam`` and no training logit
+is further than ``max_i ||z_i|| * ||grad|| / lam`` from its value at the exact
+optimum; the polish runs while that bound exceeds ``logit_tol``. The
+Hessian a Newton step factorises is handed on to influence
+(:func:`fit_head_with_solver`), so a head is factorised once, not once for
+the polish and again for the impact functions.
 """
 from __future__ import annotations
 
@@ -24,9 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-# Heads with at most this many parameters get a dense Hessian and Cholesky;
-# larger ones (e.g. Fitzpatrick-17k's 114 classes) use conjugate gradients.
-DENSE_LIMIT = 5000
+from .hessian import HessianSolver
+
+# A dense Hessian factorised before a Newton step that moved no logit further
+# than this still serves the new head, with refined solves (hessian.py).
+REUSE_SHIFT = 1e-3
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -80,48 +89,20 @@ def _objective(w_flat: np.ndarray, Zt: np.ndarray, Y: np.ndarray, sw: np.ndarray
     return loss, grad.ravel()
 
 
-def hessian(Zt: np.ndarray, P: np.ndarray, lam: float, sw: np.ndarray | None = None) -> np.ndarray:
-    """Dense ``sum_i w_i (diag p_i - p_i p_i^T) (x) z_i z_i^T + lam I`` in row-major vec(W) order."""
-    n, d1 = Zt.shape
-    C = P.shape[1]
-    sw = np.ones(n) if sw is None else sw
-    H = np.empty((C * d1, C * d1))
-    for a in range(C):
-        for b in range(a, C):
-            coef = sw * ((P[:, a] if a == b else 0.0) - P[:, a] * P[:, b])
-            block = (Zt * coef[:, None]).T @ Zt
-            H[a * d1:(a + 1) * d1, b * d1:(b + 1) * d1] = block
-            if b != a:
-                H[b * d1:(b + 1) * d1, a * d1:(a + 1) * d1] = block.T
-    H[np.diag_indices_from(H)] += lam
-    return H
+def logit_error_bound(grad: np.ndarray, z_norm_max: float, lam: float) -> float:
+    """Largest possible distance of any training logit from its value at the exact optimum.
 
-
-def hvp(V: np.ndarray, Zt: np.ndarray, P: np.ndarray, lam: float, sw: np.ndarray | None = None) -> np.ndarray:
-    """Hessian-vector product without forming H: O(n * classes * features)."""
-    A = Zt @ V.T                                   # (n, C): z_i . v_c
-    B = P * A - P * (P * A).sum(axis=1, keepdims=True)
-    if sw is not None:
-        B = B * sw[:, None]
-    return B.T @ Zt + lam * V
-
-
-def hessian_diagonal(Zt: np.ndarray, P: np.ndarray, lam: float, sw: np.ndarray | None = None) -> np.ndarray:
-    coef = P * (1.0 - P)
-    if sw is not None:
-        coef = coef * sw[:, None]
-    return (coef.T @ (Zt ** 2)) + lam
-
-
-def fit_head(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float = 1.0,
-             sample_weight: np.ndarray | None = None, init: LogisticHead | None = None,
-             newton_steps: int = 3) -> LogisticHead:
-    """Fit the L2 multinomial logistic head to convergence.
-
-    ``init`` warm-starts (and reuses the standardisation of) an earlier head,
-    which is what leave-one-out refits and trimming retrains want: the head's
-    input space stays the same, only the weights move.
+    Strong convexity (modulus lam) gives ``||W - W*||_2 <= ||grad||_2 / lam``;
+    Cauchy-Schwarz turns that into ``|z_i . (w_c - w*_c)| <= ||z_i|| ||grad|| / lam``
+    (`z_norm_max` is the largest ``||z_i||``).
     """
+    return float(z_norm_max * np.linalg.norm(grad) / lam)
+
+
+def _fit(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float, sample_weight: np.ndarray | None,
+         init: LogisticHead | None, newton_steps: int, logit_tol: float, solver: str, cg_tol: float
+         ) -> tuple[LogisticHead, np.ndarray, HessianSolver | None, float]:
+    """The fitted head, its training inputs, the last Newton step's solver (or None) and how far that step moved the logits."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     if lam <= 0:
@@ -135,16 +116,54 @@ def fit_head(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float = 1.0,
     head = LogisticHead(np.zeros((num_classes, X.shape[1] + 1)) if init is None else init.W.copy(), mean, scale, lam)
     Zt = head.augment(X)
     Y = np.eye(num_classes)[y]
-    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    res = optimize.minimize(_objective, head.W.ravel(), args=(Zt, Y, sw, lam), jac=True, method="L-BFGS-B",
+    sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if sw is not None and (sw < 0).any():
+        raise ValueError("sample weights must be non-negative")
+    sw_or_one = np.ones(len(y)) if sw is None else sw
+    res = optimize.minimize(_objective, head.W.ravel(), args=(Zt, Y, sw_or_one, lam), jac=True, method="L-BFGS-B",
                             options={"maxiter": 5000, "gtol": 1e-9, "ftol": 1e-15})
-    w = res.x
-    if head.num_params <= DENSE_LIMIT:  # polish: L-BFGS stops short of the exact optimum LOO needs
-        for _ in range(newton_steps):
-            _, g = _objective(w, Zt, Y, sw, lam)
-            if np.abs(g).max() < 1e-10:
-                break
-            P = softmax(Zt @ w.reshape(num_classes, -1).T)
-            w = w - np.linalg.solve(hessian(Zt, P, lam, sw), g)
-    head.W = w.reshape(num_classes, -1)
-    return head
+    w, shape = res.x, head.W.shape
+    hess, shift = None, np.inf
+    z_norm_max = float(np.sqrt(np.einsum("ij,ij->i", Zt, Zt).max()))
+    for _ in range(newton_steps):
+        _, g = _objective(w, Zt, Y, sw_or_one, lam)
+        if logit_error_bound(g, z_norm_max, lam) <= logit_tol:
+            break
+        hess = HessianSolver(Zt, softmax(Zt @ w.reshape(shape).T), lam, sw, solver, cg_tol)
+        step = hess.solve(g.reshape(shape))
+        w = w - step.ravel()
+        shift = float(np.abs(Zt @ step.T).max())  # how far the logits moved since this Hessian was built
+    head.W = w.reshape(shape)
+    return head, Zt, hess, shift
+
+
+def fit_head(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float = 1.0,
+             sample_weight: np.ndarray | None = None, init: LogisticHead | None = None,
+             newton_steps: int = 3, logit_tol: float = 1e-6) -> LogisticHead:
+    """Fit the L2 multinomial logistic head to convergence (every training logit within `logit_tol` of the optimum).
+
+    ``init`` warm-starts (and reuses the standardisation of) an earlier head,
+    which is what leave-one-out refits and trimming retrains want: the head's
+    input space stays the same, only the weights move.
+    """
+    return _fit(X, y, num_classes, lam, sample_weight, init, newton_steps, logit_tol, "auto", 1e-8)[0]
+
+
+def fit_head_with_solver(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float = 1.0,
+                         sample_weight: np.ndarray | None = None, solver: str = "auto", cg_tol: float = 1e-8,
+                         newton_steps: int = 3, logit_tol: float = 1e-6) -> tuple[LogisticHead, HessianSolver]:
+    """`fit_head` plus a Hessian solver at the fitted head, for influence.
+
+    If the Newton polish factorised a dense H and its step moved no logit by
+    more than `REUSE_SHIFT`, that factor is reused, its solves refined with
+    exact Hessian-vector products at the fitted head
+    (:meth:`HessianSolver.refined_at`); otherwise H is built once at the
+    fitted head. So one factorisation per call (unless the polish needed a
+    second Newton step).
+    """
+    head, Zt, hess, shift = _fit(X, y, num_classes, lam, sample_weight, None, newton_steps, logit_tol, solver,
+                                 cg_tol)
+    P = softmax(Zt @ head.W.T)
+    if hess is not None and hess.kind == "dense" and shift <= REUSE_SHIFT:
+        return head, hess.refined_at(Zt, P, lam, sample_weight)
+    return head, HessianSolver(Zt, P, lam, sample_weight, solver, cg_tol)
