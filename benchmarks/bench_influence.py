@@ -78,6 +78,7 @@ def _run(npz: Path, solver: str, src: Path, values: Path) -> dict:
 
 def _export(rev: str, dest: Path) -> Path:
     """The package's src/ at `rev`, unpacked into `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
     archive = dest / "src.tar"
     with open(archive, "wb") as fh:
         subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], stdout=fh, check=True)
