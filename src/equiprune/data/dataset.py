@@ -110,6 +110,8 @@ class DataSplits:
     classes: list[str]
     group_names: list[str]
     num_classes: int
+    #: one line saying how the group column became groups 0 and 1 (``GroupCoding.describe``)
+    group_coding: str = ""
     # what the data checks let through but the user must see (images shared by splits when allowed)
     warnings: list[str] = field(default_factory=list)
 

@@ -38,11 +38,11 @@ from .config import DataConfig
 from .dataset import DataSplits, GroupDataset, stratified_split
 from .errors import DataError
 from .overlap import check_overlap, overlaps, path_keys, pixel_hashes
-from .skin_tone import add_skin_tone_columns, estimate_skin_tone, regroup_by_ita
+from .skin_tone import add_skin_tone_columns, estimate_skin_tone, ita_group_names, regroup_by_ita
 from .synthderm import generate_synthderm
 from .transforms import build_transforms
 
-__all__ = ["SplitTables", "load_tables", "load_splits", "check_two_groups", "group_column", "ISIC_CLASSES",
+__all__ = ["SplitTables", "GroupCoding", "group_coding", "load_tables", "load_splits", "check_two_groups", "group_column", "ISIC_CLASSES",
            "FITZPATRICK_GROUP_MAP", "DEFAULT_GROUP_COLUMN", "NpyImages"]
 
 SPLITS = ("train", "val", "test")
@@ -77,6 +77,7 @@ class SplitTables:
     classes: list[str]
     group_names: list[str]
     expected: str = "<image>"
+    coding: "GroupCoding | None" = None
 
     def split(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -140,6 +141,46 @@ def _value_key(v) -> str:
     return str(v).strip()
 
 
+@dataclass
+class GroupCoding:
+    """How a metadata column's values became groups 0 and 1 (printed by every verb, shown in reports).
+
+    ``source`` says who chose the mapping: ``"--group-map"`` (the user), the
+    dataset's or column's standard coding (Fitzpatrick types, sex, 0/1
+    integers), or ``"alphabetical"`` (text values in sorted order: a guess
+    that two-group work refuses, see :func:`check_two_groups`).
+    """
+
+    column: str
+    mapping: dict[str, int]
+    names: list[str]
+    source: str
+
+    def describe(self) -> str:
+        """One line: ``groups: 0 = light (skin = light), 1 = dark (skin = dark) [from --group-map]``."""
+        parts = []
+        for g, name in enumerate(self.names):
+            values = [v for v, i in self.mapping.items() if i == g]
+            shown = ", ".join(values[:6]) + (", ..." if len(values) > 6 else "")
+            parts.append(f"{g} = {name} ({self.column} = {shown})")
+        return f"groups: {'; '.join(parts)} [{self.source}]"
+
+
+def _default_coding(column: str, values: list[str], default_map: dict[str, int] | None,
+                    default_names: list[str] | None, dataset: str) -> tuple[dict[str, int], list[str] | None, str]:
+    """The mapping used when no group_map is given: (mapping, names, who chose it)."""
+    if default_map is not None:
+        return default_map, default_names, f"{dataset}'s coding"
+    if column.lower().startswith("fitzpatrick"):
+        return FITZPATRICK_GROUP_MAP, FITZPATRICK_GROUP_NAMES, "Fitzpatrick I-III = 0, IV-VI = 1, as the papers"
+    if set(v.lower() for v in values) <= set(SEX_GROUP_MAP):
+        return {v: SEX_GROUP_MAP[v.lower()] for v in values}, ["female", "male"], "female = 0, male = 1, as the papers"
+    if all(v.lstrip("-").isdigit() for v in values) and min(int(v) for v in values) >= 0:
+        gmap = {v: int(v) for v in values}
+        return gmap, [f"{column}={g}" for g in range(max(gmap.values()) + 1)], "the column's numbers as they are"
+    return {v: i for i, v in enumerate(values)}, list(values), "alphabetical"
+
+
 def _groups(
     tables: dict[str, pd.DataFrame],
     column: str,
@@ -147,8 +188,8 @@ def _groups(
     default_map: dict[str, int] | None,
     default_names: list[str] | None,
     source: str,
-) -> list[str]:
-    """Add the ``group`` column to every split table; return the group names."""
+) -> GroupCoding:
+    """Add the ``group`` column to every split table; return how the values were coded."""
     for split, df in tables.items():
         if column not in df.columns:
             raise DataError(
@@ -164,22 +205,9 @@ def _groups(
     keys = {s: df[column].map(_value_key) for s, df in tables.items()}
     values = sorted(set().union(*[set(k) for k in keys.values()]))
 
-    gmap = cfg.group_map
-    names = None
+    gmap, names, how = cfg.group_map, None, "--group-map"
     if gmap is None:
-        if default_map is not None:
-            gmap, names = default_map, default_names
-        elif column.lower().startswith("fitzpatrick"):
-            gmap, names = FITZPATRICK_GROUP_MAP, FITZPATRICK_GROUP_NAMES
-        elif set(v.lower() for v in values) <= set(SEX_GROUP_MAP):
-            gmap = {v: SEX_GROUP_MAP[v.lower()] for v in values}
-            names = ["female", "male"]
-        elif all(v.lstrip("-").isdigit() for v in values) and min(int(v) for v in values) >= 0:
-            gmap = {v: int(v) for v in values}
-            names = [f"{column}={g}" for g in range(max(gmap.values()) + 1)]
-        else:
-            gmap = {v: i for i, v in enumerate(values)}
-            names = list(values)
+        gmap, names, how = _default_coding(column, values, default_map, default_names, cfg.name)
     if not gmap:
         raise DataError(f"the group mapping (--group-map) is empty; map every value of column {column!r} to a group, e.g. --group-map A,B=0 C=1")
     unmapped = [v for v in values if v not in gmap]
@@ -205,7 +233,8 @@ def _groups(
         ]
     for split, df in tables.items():
         df["group"] = keys[split].map(gmap).astype(np.int64)
-    return names
+    present = {v: g for v, g in gmap.items() if v in values} or dict(gmap)
+    return GroupCoding(column=column, mapping=present, names=names, source=how)
 
 
 def _labels_from_names(df: pd.DataFrame, column: str, classes: list[str], where: str) -> np.ndarray:
@@ -292,8 +321,9 @@ def _fitzpatrick_tables(cfg: DataConfig) -> SplitTables:
         df["image"] = df["md5hash"].astype(str) + ".jpg"
     group_col = group_column(cfg)
     default = FITZPATRICK_GROUP_MAP if group_col == "fitzpatrick" else None
-    names = _groups(tables, group_col, cfg, default, FITZPATRICK_GROUP_NAMES, "fitzpatrick17k")
-    return SplitTables(**{s: tables[s].reset_index(drop=True) for s in SPLITS}, classes=classes,
+    coding = _groups(tables, group_col, cfg, default, FITZPATRICK_GROUP_NAMES, "fitzpatrick17k")
+    names = coding.names
+    return SplitTables(**{s: tables[s].reset_index(drop=True) for s in SPLITS}, classes=classes, coding=coding,
                        group_names=names, expected="<md5hash>.jpg")
 
 
@@ -316,8 +346,9 @@ def _isic_tables(cfg: DataConfig) -> SplitTables:
         df["image"] = df["image"].astype(str) + ".jpg"
         tables[split] = df
     default = {"0": 0, "1": 1} if group_col == "gender" else None
-    names = _groups(tables, group_col, cfg, default, ["female", "male"], "isic2019")
-    return SplitTables(**tables, classes=list(ISIC_CLASSES), group_names=names, expected="<image>.jpg")
+    coding = _groups(tables, group_col, cfg, default, ["female", "male"], "isic2019")
+    return SplitTables(**tables, classes=list(ISIC_CLASSES), group_names=coding.names, expected="<image>.jpg",
+                       coding=coding)
 
 
 def _ham_tables(cfg: DataConfig) -> SplitTables:
@@ -347,7 +378,9 @@ def _ham_tables(cfg: DataConfig) -> SplitTables:
     df["label"] = _labels_from_names(df, "dx", classes, str(path))
     df["image"] = df["image_id"].astype(str) + ".jpg"
     tmp = {"all": df}
-    names = _groups(tmp, group_col, cfg, SEX_GROUP_MAP if group_col == "sex" else None, ["female", "male"], str(path))
+    coding = _groups(tmp, group_col, cfg, SEX_GROUP_MAP if group_col == "sex" else None, ["female", "male"],
+                     str(path))
+    names = coding.names
     df = tmp["all"]
     # split lesions, not images: one lesion's images all land in one split
     lesions = df.groupby("lesion_id", sort=True).agg(label=("label", "first"), group=("group", "first"))
@@ -358,7 +391,7 @@ def _ham_tables(cfg: DataConfig) -> SplitTables:
     for split, idx in zip(SPLITS, parts):
         ids = set(lesions.index[idx])
         tables[split] = df[df["lesion_id"].isin(ids)].reset_index(drop=True)
-    return SplitTables(**tables, classes=classes, group_names=names, expected="<image_id>.jpg")
+    return SplitTables(**tables, classes=classes, group_names=names, expected="<image_id>.jpg", coding=coding)
 
 
 def _csv_tables(cfg: DataConfig) -> SplitTables:
@@ -387,7 +420,8 @@ def _csv_tables(cfg: DataConfig) -> SplitTables:
         names_ = names_.where(names_.str.lower().str.endswith(ext.lower()), names_ + ext)
     df["image"] = names_
     tmp = {"all": df}
-    names = _groups(tmp, group_col, cfg, None, None, str(path))
+    coding = _groups(tmp, group_col, cfg, None, None, str(path))
+    names = coding.names
     df = tmp["all"]
     if cfg.split_column:
         split = df[cfg.split_column].astype(str).str.strip().str.lower().map(_SPLIT_ALIASES)
@@ -403,7 +437,8 @@ def _csv_tables(cfg: DataConfig) -> SplitTables:
         parts = stratified_split(strata, [1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction], cfg.seed)
         tables = {s: df.iloc[idx].reset_index(drop=True) for s, idx in zip(SPLITS, parts)}
     ext = cfg.image_ext or ""
-    return SplitTables(**tables, classes=classes, group_names=names, expected=f"<{cfg.image_column}>{ext}")
+    return SplitTables(**tables, classes=classes, group_names=names, expected=f"<{cfg.image_column}>{ext}",
+                       coding=coding)
 
 
 def _unseen_labels(tables: SplitTables, cfg: DataConfig) -> SplitTables:
@@ -578,9 +613,18 @@ def check_two_groups(tables: SplitTables, cfg: DataConfig) -> None:
     CSV, say) needs a mapping to two groups first.
     """
     names = list(tables.group_names)
+    column = group_column(cfg)
+    coding = tables.coding
+    if len(names) == 2 and coding is not None and coding.source == "alphabetical":
+        a, b = sorted(coding.mapping, key=coding.mapping.get)
+        raise DataError(
+            f"the group column {column!r} of {cfg.metadata or cfg.name} holds two text values, {a!r} and {b!r}, and "
+            "equiprune does not guess which one is group 0: the choice sets the sign of every signed gap, "
+            "which group FairPrune's default treats as privileged on the papers' datasets, and the names in "
+            f"every table. Pass the coding, e.g. --group-map {a}=0 {b}=1 --group-names {a} {b} "
+            f"(or --group-map {b}=0 {a}=1 --group-names {b} {a}); every verb then prints it on its first line.")
     if len(names) == 2:
         return
-    column = group_column(cfg)
     raise DataError(
         f"the group column {column!r} of {cfg.metadata or cfg.name} gives {len(names)} group(s) ({', '.join(names)}), "
         "but training and the fairness metrics compare exactly two (group 0 with group 1). Map its values to "
@@ -598,6 +642,21 @@ def _check_groups(frames: dict[str, pd.DataFrame], group_names: list[str], sourc
                 f"(counts per group: {counts.tolist()}); the group metrics need every group in every split. "
                 "Add images of that group, raise max_rows, or choose another group_column / group_map."
             )
+
+
+def synthderm_coding(cfg: DataConfig) -> GroupCoding:
+    """synthderm's groups: skin tone (types I-III = 0, IV-VI = 1), or the clinic in marker mode."""
+    names = cfg.synthderm.group_names
+    if cfg.synthderm.group_cue == "marker":
+        return GroupCoding("clinic", {"A": 0, "B": 1}, names, "synthderm's marker mode: clinic B's images carry an ink mark")
+    return GroupCoding("skin type", {"I-III": 0, "IV-VI": 1}, names, "synthderm's coding, as Fitzpatrick-17k's")
+
+
+def group_coding(cfg: DataConfig) -> GroupCoding | None:
+    """How `cfg`'s group column becomes groups 0 and 1, read from the metadata alone (no image opened)."""
+    if cfg.name == "synthderm":
+        return synthderm_coding(cfg)
+    return load_tables(cfg).coding
 
 
 def _synthderm_splits(cfg: DataConfig) -> DataSplits:
@@ -621,12 +680,22 @@ def _synthderm_splits(cfg: DataConfig) -> DataSplits:
         ds = _ita_groups({s: add_skin_tone_columns(d, tone=tone[d.meta["pool_index"].to_numpy()])
                           for s, d in ds.items()}, cfg)
     group_names = ds["train"].group_names
-    return DataSplits(**ds, classes=list(pool.classes), group_names=list(group_names), num_classes=len(pool.classes))
+    return DataSplits(**ds, classes=list(pool.classes), group_names=list(group_names), num_classes=len(pool.classes),
+                      group_coding=_coding_line(cfg, synthderm_coding(cfg)))
 
 
 def _ita_groups(ds: dict[str, GroupDataset], cfg: DataConfig) -> dict[str, GroupDataset]:
     """`group_source="ita"`: every split regrouped by its estimated ITA (flagged images dropped and listed)."""
     return {s: regroup_by_ita(d, cfg.ita_threshold, f"{cfg.name} {s}") for s, d in ds.items()}
+
+
+def _coding_line(cfg: DataConfig, coding: "GroupCoding | None") -> str:
+    """The coding line of loaded splits: the given column's, or the ITA threshold's (``--group-source ita``)."""
+    if cfg.group_source == "ita":
+        a, b = ita_group_names(cfg.ita_threshold)
+        return (f"groups: 0 = {a}; 1 = {b} [estimated from the pixels (--group-source ita, --ita-threshold "
+                f"{cfg.ita_threshold:g}); the given group column is kept for the audit's confusion table]")
+    return coding.describe() if coding else ""
 
 
 def load_splits(cfg: DataConfig, two_groups: bool = False) -> DataSplits:
@@ -672,4 +741,5 @@ def load_splits(cfg: DataConfig, two_groups: bool = False) -> DataSplits:
     for note in notes:
         warnings.warn(f"{cfg.name}: {note}", stacklevel=2)
     return DataSplits(**ds, classes=list(tables.classes), group_names=list(ds["train"].group_names),
-                      num_classes=len(tables.classes), warnings=notes)
+                      num_classes=len(tables.classes), warnings=notes,
+                      group_coding=_coding_line(cfg, tables.coding))

@@ -83,6 +83,18 @@ def settings_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [f"{prefix.rstrip('.') or 'value'}: {old!r} -> {new!r}"]
 
 
+def describe_diff(old: Any, new: Any, limit: int = 6) -> str:
+    """`settings_diff` joined for a message: at most `limit` fields, then how many more.
+
+    The one place every "other settings" message is built (a resumed run
+    folder, a baseline predicted on other data), so a changed ``--seed`` reads
+    ``train.seed: 0 -> 1`` instead of two dumps of the whole config.
+    """
+    diff = settings_diff(old, new)
+    more = f"; and {len(diff) - limit} more" if len(diff) > limit else ""
+    return "; ".join(diff[:limit]) + more
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomically write `data` as indented JSON (NaN/inf become null)."""
     atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
@@ -196,9 +208,8 @@ class RunDir:
         old = _drop(read_json(f), ignore)
         new = _drop(new, ignore)
         cmp_keys = keys if keys is not None else sorted(set(old) | set(new))
-        diff = [d for k in cmp_keys for d in settings_diff({k: old.get(k)}, {k: new.get(k)})]
-        if diff:
-            detail = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+        detail = describe_diff({k: old.get(k) for k in cmp_keys}, {k: new.get(k) for k in cmp_keys})
+        if detail:
             raise RunError(
                 f"{self.path} holds a run with other settings ({detail}). "
                 "Use a new --out folder, or delete this one to start over.")

@@ -24,7 +24,7 @@ from ..data.atomic import atomic_write
 from ..data.cache import file_sha256
 from ..data.fingerprint import changed_tables, table_hashes
 from ..data.skin_tone import add_skin_tone_columns, skin_tone_summary
-from ..engine import Predictions, RunDir, predict, read_json, resolve_device
+from ..engine import Predictions, RunDir, describe_diff, predict, read_json, resolve_device
 from ..engine.health import check_finite, degenerate_warnings
 
 #: a group with fewer images than this gets a small-sample warning (report: beside its numbers too)
@@ -167,6 +167,7 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     # what makes the numbers misleading (a one-class classifier): shown first in the terminal and report
     warnings: list[str] = field(default_factory=list)
+    group_coding: str = ""
     predictions_file: str | None = None
     report_html: Path | None = None
     report_md: Path | None = None
@@ -178,6 +179,7 @@ class AuditResult:
             "settings": dict(self.settings),
             "classes": list(self.classes),
             "group_names": list(self.group_names),
+            "group_coding": self.group_coding,
             "metrics": dict(self.metrics),
             "intervals": self.intervals,
             "signed_gaps": self.signed_gaps,
@@ -423,13 +425,30 @@ def predictions_to_frame(p: Predictions, extra: dict[str, np.ndarray] | None = N
     return df
 
 
-# DataConfig fields that change how data are loaded, not which images are in a split.
-_RUNTIME_DATA_KEYS = ("progress", "decode_workers", "cache_dir")
+# DataConfig fields that change how data are loaded, not which images are in a split, and the
+# training-only augmentation (val and test images are never augmented): a baseline trained with
+# another augmentation preset was still predicted on the same images.
+_RUNTIME_DATA_KEYS = ("progress", "decode_workers", "cache_dir", "augment")
 
 
 def _data_identity(data_config: Any) -> dict[str, Any]:
     d = asdict(data_config) if hasattr(data_config, "__dataclass_fields__") else dict(data_config)
     return {k: v for k, v in d.items() if k not in _RUNTIME_DATA_KEYS}
+
+
+def check_same_data(base_data: Any, data: Any, base_path: str | Path, run_path: str | Path) -> None:
+    """Raise AuditError when a baseline was predicted on other images than the audited run.
+
+    Only the settings that choose the images count: the training-only
+    augmentation and loading settings may differ. The message names the
+    differing fields only.
+    """
+    a, b = _data_identity(base_data), _data_identity(data)
+    if a != b:
+        raise AuditError(
+            f"baseline {base_path} was run on other data than {run_path} (baseline -> this run: "
+            f"{describe_diff(a, b)}); FATE compares two models on the same images, so pass a baseline trained "
+            "on the same data settings (the training augmentation may differ).")
 
 
 def _resolve_baseline(run_path: Path, config: dict[str, Any], baseline_run: str | Path | None
@@ -544,13 +563,7 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
     reused = False
     if base_path is not None:
         base = open_run(base_path)
-        a, b = _data_identity(base.data_config), _data_identity(loaded.data_config)
-        if a != b:
-            diff = ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                             if a.get(k) != b.get(k))
-            raise AuditError(
-                f"baseline {base_path} was run on other data than {run_path} ({diff}); FATE compares two "
-                "models on the same images, so pass a baseline trained on the same data settings.")
+        check_same_data(base.data_config, loaded.data_config, base_path, run_path)
         stored = _stored_audit(base.run, cfg)
         if stored is not None:
             (base_pred, base_cost), reused = stored, True
@@ -566,6 +579,7 @@ def audit_run(run_path: str | Path, cfg: AuditConfig | None = None, baseline_run
     result.notes[:0] = notes
     result.warnings += list(getattr(splits, "warnings", []))  # e.g. images shared by splits, when allowed
     result.warnings += _changed_table_warnings(loaded)
+    result.group_coding = getattr(splits, "group_coding", "")
     if base_path is not None:
         result.baseline_path = str(base_path.resolve())
         result.baseline_source = source

@@ -28,8 +28,8 @@ from ..data.cache import atomic_write, file_sha256
 from ..engine import RunDir, claim_run_folder, on_main
 from ..models import ModelError, build_model, head_name, input_size
 from ..models.weights import load_pretrained, read_state_dict
-from .audit import AuditError
-from .runs import load_model_file, save_run_model
+from .audit import AuditError, check_same_data
+from .runs import load_model_file, open_run, save_run_model
 
 __all__ = ["StateDictArch", "checkpoint_run"]
 
@@ -98,7 +98,8 @@ def _check_classes(arch: dict[str, Any], extra: dict[str, Any], splits: Any, dat
 
 
 def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
-                   image_size: int | None = None, plain: StateDictArch | None = None) -> RunDir:
+                   image_size: int | None = None, plain: StateDictArch | None = None,
+                   baseline_run: str | Path | None = None) -> RunDir:
     """Make `out` the run folder of `checkpoint` on `data`, ready for `audit_run`.
 
     Args:
@@ -112,6 +113,8 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
             (with `plain`: the size to build the model for, default 224).
         plain: the architecture of a plain torchvision state dict; None = an
             equiprune checkpoint.
+        baseline_run: the run the audit will compare with; its data are checked
+            here, before `out` exists, so a refused baseline leaves no folder.
 
     Raises AuditError when the checkpoint's class count differs from the
     dataset's, or `out` is the folder holding the checkpoint; nothing is
@@ -137,6 +140,8 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
             raise AuditError(f"{exc}. For a plain torchvision state dict give its architecture: --arch NAME "
                              "(and --num-classes K, --width W when they are not the head's rows and 1.0).") from None
     data = replace(data, image_size=_audit_image_size(model, arch, extra, image_size, checkpoint))
+    if baseline_run is not None:  # before `out` is claimed or made: a refused baseline leaves no folder
+        check_same_data(open_run(baseline_run).data_config, data, baseline_run, out)
     claim = claim_run_folder(out)  # noqa: F841  (busy or read-only: refused before any image is decoded)
     splits = load_splits(data, two_groups=True)
     notes = _check_classes(arch, extra, splits, data, checkpoint)

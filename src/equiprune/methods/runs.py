@@ -31,7 +31,9 @@ class LoadedRun:
     data_config: DataConfig
 
     def splits(self) -> DataSplits:
-        return load_splits(self.data_config)
+        splits = load_splits(self.data_config)
+        announce_group_coding(splits)
+        return splits
 
     @property
     def image_size(self) -> int:
@@ -41,6 +43,23 @@ class LoadedRun:
         records none falls back to its data settings' image size.
         """
         return input_size(self.arch, self.model, default=self.data_config.image_size)
+
+
+_announced: set[str] = set()
+
+
+def announce_group_coding(splits: DataSplits) -> None:
+    """Print how the group column became groups 0 and 1, once per process (rank 0 only).
+
+    Every verb loads its data through here or `train_from_config`, so the
+    coding is on a verb's first lines; a compare or demo that loads the same
+    data many times prints it once.
+    """
+    from ..engine import is_main_process
+    line = getattr(splits, "group_coding", "")
+    if line and line not in _announced and is_main_process():
+        _announced.add(line)
+        print(line, flush=True)
 
 
 def data_config_from_dict(d: dict[str, Any]) -> DataConfig:

@@ -12,7 +12,7 @@ from ..data.fingerprint import changed_tables, table_hashes
 from ..engine import FitResult, RunDir, RunError, TrainConfig, claim_run_folder, evaluate, fit
 from ..models import build_model
 from ..models.weights import WeightsError, imagenet_preprocessing, load_pretrained, resolve_weights
-from .runs import save_run_model
+from .runs import announce_group_coding, save_run_model
 
 
 @dataclass
@@ -94,6 +94,7 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
             "kind": "train", "data": asdict(data_config) if data_config else None, "arch": arch,
             "train": asdict(cfg), "classes": list(splits.classes), "group_names": list(splits.group_names),
             "method": method, "tables": tables, **({"weights": weights} if weights else {}),
+            "group_coding": getattr(splits, "group_coding", ""),
         }, keys=["kind", "data", "arch", "train", "method", "weights"])
     result = fit(model, splits, cfg, run_dir=rd, plugin=plugin)
     extra: dict[str, Any] = {"classes": list(splits.classes), "group_names": list(splits.group_names)}
@@ -137,6 +138,7 @@ def train_from_config(data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig
     if model_cfg.weights == "imagenet" and model_cfg.weights_preprocessing:
         data = with_weights_preprocessing(data, model_cfg.name)
     splits = load_splits(data, two_groups=True)
+    announce_group_coding(splits)
     arch = {"name": model_cfg.name, "num_classes": splits.num_classes, "width": model_cfg.width,
             "image_size": data.image_size}
     import torch

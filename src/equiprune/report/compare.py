@@ -271,8 +271,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     if findings:
         sections.insert(0, Section("Findings", text="\n\n".join(findings)))
     title = f"equiprune comparison of {len(entries)} runs"
+    coding = next((e.audit.get("group_coding") for e in entries if e.audit.get("group_coding")), "")
     subtitle = (f"Split: {', '.join(sorted(map(str, splits)))}. Estimates with bootstrap intervals; best per column "
-                "in bold.")
+                "in bold." + (f" {str(coding)[:1].upper()}{str(coding)[1:]}." if coding else ""))
     html_path, md_path = write_page(out, "compare", title, sections, subtitle)
 
     extra = pd.DataFrame({

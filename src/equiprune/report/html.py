@@ -242,6 +242,9 @@ def _summary_pairs(run_path: Path, config: Mapping[str, Any], audit: Mapping[str
         data.pop("synthderm", None)   # the generator's settings say nothing about real data
     if data:
         pairs.append(("data", _settings_text(data)))
+    coding = (audit or {}).get("group_coding") or config.get("group_coding")
+    if coding:
+        pairs.append(("group coding", str(coding)))
     arch = config.get("arch") or {}
     if arch:
         pairs.append(("model", _settings_text(arch)))
