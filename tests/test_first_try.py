@@ -40,7 +40,8 @@ def own_run(tmp_path_factory, one_thread):
     data = _own_csv(root)
     out = root / "base"
     code = main(["train", *data, "--group-map", "light=0", "dark=1", "--group-names", "light", "dark",
-                 "--width", "0.125", "--epochs", "2", "--lr", "2e-3", "--quiet", "--out", str(out)])
+                 "--width", "0.125", "--epochs", "2", "--lr", "2e-3", "--batch-size", "16", "--quiet",
+                 "--out", str(out)])
     assert code == 0
     return root, data, out
 
@@ -87,7 +88,8 @@ def test_standard_codings_are_named():
 def test_a_settings_mismatch_names_only_the_fields_that_differ(own_run, capsys):
     root, data, out = own_run
     code = main(["train", *data, "--group-map", "light=0", "dark=1", "--group-names", "light", "dark",
-                 "--width", "0.125", "--epochs", "2", "--lr", "2e-3", "--seed", "1", "--quiet", "--out", str(out)])
+                 "--width", "0.125", "--epochs", "2", "--lr", "2e-3", "--batch-size", "16", "--seed", "1", "--quiet",
+                 "--out", str(out)])
     assert code == 2
     err = capsys.readouterr().err
     assert "other settings (data.seed: 0 -> 1; train.seed: 0 -> 1). Use a new --out" in err and len(err) < 300
@@ -113,3 +115,94 @@ def test_augmentation_is_not_other_data_and_a_refused_baseline_leaves_no_folder(
     err = capsys.readouterr().err
     assert code == 2 and "(baseline -> this run: image_size: 40 -> 32)" in err
     assert not new.exists()
+
+
+# ----------------------------------------------------------------------------- 2. training that does not learn
+
+def test_training_warnings_read_the_history():
+    from equiprune.engine.train_health import prior_loss, training_warnings
+
+    labels = np.repeat(np.arange(10), 10)
+    assert prior_loss(labels) == pytest.approx(np.log(10))
+    stuck = [{"train_loss": 2.31, "train_acc": 0.1, "val_acc": 0.1}, {"train_loss": 2.30, "train_acc": 0.1,
+                                                                       "val_acc": 0.1}]
+    w = training_warnings(stuck, labels, labels)
+    assert len(w) == 2 and "did not fall" in w[0] and "ln 10 = 2.30" in w[0] and "--find-lr" in w[0]
+    assert "at chance: 0.100 against 0.100" in w[1]
+    learned = [{"train_loss": 2.0, "train_acc": 0.4, "val_acc": 0.5}, {"train_loss": 0.5, "train_acc": 0.95,
+                                                                         "val_acc": 0.9}]
+    assert training_warnings(learned, labels, labels) == []
+    still = [{"train_loss": 1.8, "train_acc": 0.3, "val_acc": 0.3}, {"train_loss": 1.2, "train_acc": 0.6,
+                                                                       "val_acc": 0.55}]
+    assert "still falling" in training_warnings(still, labels, labels)[0]
+
+
+def test_a_rate_that_learns_nothing_is_warned_and_find_lr_picks_one_that_learns(tmp_path, capsys, monkeypatch,
+                                                                                 one_thread):
+    monkeypatch.setenv("EQUIPRUNE_CACHE", str(tmp_path / "cache"))
+    data = _own_csv(tmp_path, n=150) + ["--group-map", "light=0", "dark=1", "--width", "0.125", "--quiet",
+                                        "--batch-size", "16"]
+    assert main(["train", *data, "--epochs", "2", "--lr", "1e-7", "--out", str(tmp_path / "slow")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the training loss did not fall" in out and "--find-lr" in out
+    metrics = json.loads((tmp_path / "slow" / "metrics.json").read_text())
+    assert "did not fall" in metrics["training_warnings"][0]
+    from equiprune.report.html import write_run_report
+    html_path, _ = write_run_report(tmp_path / "slow")
+    assert "Warning: training did not learn" in html_path.read_text()
+
+    run = tmp_path / "found"     # (plain VGG-11 x0.125 needs more steps than this test takes: BN is quicker)
+    assert main(["train", *data, "--epochs", "2", "--find-lr", "--model", "vgg11_bn", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    found = json.loads((run / "lr_find.json").read_text())
+    lr = json.loads((run / "config.json").read_text())["train"]["lr"]
+    assert lr == pytest.approx(found["suggestion"]) and 1e-5 < lr < 0.1
+    assert f"learning-rate range test: lr {lr:.3g}" in out and "did not fall" not in out
+    hist = json.loads((run / "metrics.json").read_text())["history"]
+    assert hist[-1]["train_loss"] < 0.9 * np.log(3)
+    stamp = (run / "lr_find.json").stat().st_mtime_ns
+    # the same command resumes at the same rate instead of testing again
+    assert main(["train", *data, "--epochs", "2", "--find-lr", "--model", "vgg11_bn", "--out", str(run)]) == 0
+    assert f"learning-rate range test: lr {lr:.3g}" in capsys.readouterr().out
+    assert (run / "lr_find.json").stat().st_mtime_ns == stamp
+
+
+# ----------------------------------------------------------------------------- 3-5. help, augmentation, audit output
+
+def test_help_says_what_each_augmentation_preset_does_and_the_split_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "rotations up to 180 degrees" in text and "AutoAugment" in text and "cutout" in text
+    assert "auto (default) = paper for fitzpatrick17k, isic2019 and ham10000, light for synthderm and csv" in text
+    assert "with values train, val and test" in text and "split here 70/15/15" in text
+
+
+def test_a_csv_dataset_gets_the_light_preset_and_train_names_the_choice(own_run, capsys):
+    from equiprune.data import DataConfig
+
+    assert DataConfig(name="csv").augment_preset == "light"
+    assert DataConfig(name="fitzpatrick17k").augment_preset == "paper"
+    assert DataConfig(name="csv", augment="paper").augment_preset == "paper"
+    root, data, out = own_run
+    main(["train", *data, "--group-map", "light=0", "dark=1", "--group-names", "light", "dark",
+          "--width", "0.125", "--epochs", "2", "--lr", "2e-3", "--batch-size", "16", "--quiet", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert ("augmentation (training images only): light = horizontal and vertical flips and a small random crop "
+            "[--augment auto picks it for csv; --augment paper for the papers' recipe") in printed
+
+
+def test_audit_prints_per_group_accuracy_and_the_paired_differences_it_announces(own_run, tmp_path, capsys):
+    import shutil
+
+    root, data, out = own_run
+    other = tmp_path / "copy"
+    shutil.copytree(out, other)
+    assert main(["audit", "--run", str(out), "--baseline", str(other), "--n-boot", "50", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    audit = json.loads((out / "metrics.json").read_text())["audit"]
+    acc_row = next(line for line in printed.splitlines() if line.startswith("Accuracy"))
+    assert f"{audit['metrics']['acc_g0']:.3f}" in acc_row and f"{audit['metrics']['acc_g1']:.3f}" in acc_row
+    assert f"overall accuracy {audit['metrics']['acc']:.3f}" in printed
+    assert "paired bootstrap, this model minus the baseline" in printed
+    assert "Eodd" in printed.split("paired bootstrap")[1] and "+0.000" in printed.split("paired bootstrap")[1]

@@ -38,14 +38,15 @@ if TYPE_CHECKING:
 
 def train(data: DataConfig, model: str = "vgg11", width: float = 0.25, cfg: TrainConfig | None = None,
           out: str | Path = "runs/base", method: "MitigationConfig | None" = None, weights: str = "none",
-          weights_preprocessing: bool = True) -> TrainRunResult:
+          weights_preprocessing: bool = True, find_lr: bool = False) -> TrainRunResult:
     """`equiprune train`: build data and model, train, write the run folder (resumable).
 
     `method` (`train --method`): train from scratch with a mitigation method;
     `cfg` replaces its training budget. `weights` is ``"none"``, ``"imagenet"``
     (width 1.0; with `weights_preprocessing` the data's input size and resize
     become the weights' own) or the path of a torchvision-format state dict
-    (see `equiprune.models.weights`).
+    (see `equiprune.models.weights`). `find_lr`: a learning-rate range test on
+    the untrained model picks ``cfg.lr`` (plain training only).
     """
     model_cfg = ModelConfig(name=model, width=width, weights=weights, weights_preprocessing=weights_preprocessing)
     if method is not None:
@@ -53,7 +54,7 @@ def train(data: DataConfig, model: str = "vgg11", width: float = 0.25, cfg: Trai
 
         from .methods.mitigate import train_with_method
         return train_with_method(data, model_cfg, replace(method, finetune=cfg or TrainConfig()), out)
-    return train_from_config(data, model_cfg, cfg or TrainConfig(), out)
+    return train_from_config(data, model_cfg, cfg or TrainConfig(), out, find_lr=find_lr)
 
 
 def mitigate(run: str | Path, cfg: "MitigationConfig", out: str | Path) -> "MitigationResult":

@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..methods.audit import AuditConfig
     from ..report.scores import format_scores_terminal
+    from ..report.html import format_paired_terminal
     from ..report.tables import format_terminal
 
     _check_source_args(args)
@@ -141,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
         print(scores)
     if result.baseline_path:
         print(f"\nFATE and paired differences against the baseline {result.baseline_path}")
+        paired = format_paired_terminal(audit)
+        if paired:
+            print(paired)
     elif not result.fate:
         print("\nno baseline: FATE is left out (give one with --baseline RUN_DIR)")
     if result.multigroup:

@@ -93,6 +93,7 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False, defau
     unless given (`audit --checkpoint` takes the size from the checkpoint).
     """
     from ..data import DATASETS
+    from ..data.config import PRESET_HELP
 
     g = parser.add_argument_group("data")
     g.add_argument("--data", choices=list(DATASETS), default=None if required else default_data, required=required,
@@ -123,12 +124,16 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = False, defau
     g.add_argument("--label-level", choices=["low", "mid", "high"], default="low",
                    help="fitzpatrick17k labels: 114 (low), 9 (mid) or 3 (high) classes")
     g.add_argument("--augment", choices=["auto", "paper", "light", "none", "skin-tone"], default="auto",
-                   help="training augmentation (auto: light for synthderm, the papers' recipe otherwise; "
-                        "skin-tone: light plus, for half the images, the skin moved to another ITA category "
-                        "with the lesion kept)")
+                   help="training augmentation, never applied to val/test: "
+                        + "; ".join(f"{k} = {v}" for k, v in PRESET_HELP.items())
+                        + "; auto (default) = paper for fitzpatrick17k, isic2019 and ham10000, light for "
+                          "synthderm and csv (train prints the choice)")
     g.add_argument("--image-column", default="image", help="csv loader: image file column")
     g.add_argument("--label-column", default="label", help="csv loader: label column")
-    g.add_argument("--split-column", default=None, help="csv loader: train/val/test column (else split here)")
+    g.add_argument("--split-column", default=None,
+                   help="csv loader: column saying which split each row is in, with values train, val and test "
+                        "(also training / valid, validation, vali, dev / testing; any case). Without it the rows "
+                        "are split here 70/15/15, stratified by label x group, with --seed")
     g.add_argument("--missing-images", choices=["error", "drop"], default="error",
                    help="stop on missing image files (default) or drop those rows with a warning")
     g.add_argument("--unknown-labels", choices=["error", "drop"], default="error",

@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "`equiprune mitigate METHOD --help`, with _ for -)")
     add_data_args(p)
     add_train_args(p, epochs=5)
+    p.add_argument("--find-lr", action="store_true",
+                   help="pick the learning rate with a range test first (as the fastai / Lightning tuners): "
+                        "100 steps at rates growing from 1e-6 to 1 on a copy of the model; the rate where the "
+                        "smoothed loss falls fastest replaces --lr (curve in RUN/lr_find.json)")
     add_runtime_args(p)
     p.set_defaults(func=run, recipe_defaults=recipe_defaults(p))
 
@@ -126,10 +130,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--weights is not combined with --method yet: a mitigation method trains from random "
                          "weights; leave out one of them.")
     result = train(data, model.name, model.width, cfg, args.out, method=method, weights=model.weights,
-                   weights_preprocessing=model.weights_preprocessing)
+                   weights_preprocessing=model.weights_preprocessing, find_lr=args.find_lr)
     t = result.test
     print(f"test accuracy {t['acc']:.3f} ({result.group_names[0]}: {t['acc_g0']:.3f}, "
           f"{result.group_names[1]}: {t['acc_g1']:.3f}); macro-F1 {t['f1']:.3f}; Eodd {t['eodd']:.3f}")
+    for w in result.warnings:
+        print(f"warning: {w}")
     done("run folder", args.out)
     print(f"next: equiprune audit --run {args.out}")
     return 0

@@ -16,6 +16,16 @@ __all__ = ["DataConfig", "DATASETS", "GROUP_SOURCES"]
 DATASETS: list[str] = ["synthderm", "fitzpatrick17k", "isic2019", "ham10000", "csv"]
 #: Where the group comes from: the data's own group, or skin tone estimated from the pixels.
 GROUP_SOURCES: tuple[str, ...] = ("given", "ita")
+#: The datasets of the fairness-pruning papers, whose recipe ``--augment auto`` picks.
+PAPER_DATASETS: tuple[str, ...] = ("fitzpatrick17k", "isic2019", "ham10000")
+#: What each augmentation preset does, for help texts and the line every training prints.
+PRESET_HELP: dict[str, str] = {
+    "paper": "the dermatology papers' recipe: random crop, horizontal and vertical flips, rotations up to "
+             "180 degrees with scale and shear, colour jitter, AutoAugment and a cutout square",
+    "light": "horizontal and vertical flips and a small random crop",
+    "none": "no augmentation (the test transform)",
+    "skin-tone": "light plus, for half the images, the skin moved to another ITA category with the lesion kept",
+}
 
 
 @dataclass
@@ -29,8 +39,9 @@ class DataConfig:
         image_size: side of the square network input.
         seed: seed of generated data and of the splits made here
             (synthderm, ham10000, csv without split column, ``max_rows``).
-        augment: training preset ``"paper"``, ``"light"`` or ``"none"``;
-            ``"auto"`` = ``"light"`` for synthderm, ``"paper"`` otherwise.
+        augment: training preset ``"paper"``, ``"light"`` or ``"none"``
+            (:data:`PRESET_HELP`); ``"auto"`` = ``"paper"`` for the papers'
+            datasets (:data:`PAPER_DATASETS`), ``"light"`` for synthderm and csv.
         normalize: ImageNet mean/std normalisation at the end of every transform.
         label_level: fitzpatrick17k label granularity: ``"low"`` (114
             conditions), ``"mid"`` (9) or ``"high"`` (3).
@@ -144,10 +155,23 @@ class DataConfig:
 
     @property
     def augment_preset(self) -> str:
-        """The preset ``augment`` resolves to."""
+        """The preset ``augment`` resolves to: the papers' dermatology recipe for the papers' datasets only.
+
+        A generic CSV may hold any kind of image, on which rotations up to 180
+        degrees, AutoAugment and cutout are a strong guess; it gets ``light``.
+        """
         if self.augment == "auto":
-            return "light" if self.name == "synthderm" else "paper"
+            return "paper" if self.name in PAPER_DATASETS else "light"
         return self.augment
+
+    def describe_augment(self) -> str:
+        """One line naming the training augmentation and, for ``auto``, why it was chosen."""
+        preset = self.augment_preset
+        line = f"augmentation (training images only): {preset} = {PRESET_HELP[preset]}"
+        if self.augment == "auto":
+            other = "--augment light" if preset == "paper" else "--augment paper for the papers' recipe"
+            line += f" [--augment auto picks it for {self.name}; {other}, --augment none for none]"
+        return line
 
     @property
     def stored_size(self) -> int:

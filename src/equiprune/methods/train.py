@@ -1,6 +1,7 @@
 """The `train` verb: data settings + architecture → trained baseline run folder."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,10 @@ from torch import nn
 
 from ..data import DataConfig, DataSplits, load_splits
 from ..data.fingerprint import changed_tables, table_hashes
-from ..engine import FitResult, RunDir, RunError, TrainConfig, claim_run_folder, evaluate, fit
+from ..engine import (FitResult, RunDir, RunError, TrainConfig, claim_run_folder, evaluate, fit, on_main, read_json,
+                      write_json)
+from ..engine.lr_find import LRFindConfig, find_lr as lr_range_test
+from ..engine.train_health import training_warnings
 from ..models import build_model
 from ..models.weights import WeightsError, imagenet_preprocessing, load_pretrained, resolve_weights
 from .runs import announce_group_coding, save_run_model
@@ -52,6 +56,10 @@ class TrainRunResult:
     fit: FitResult
     test: dict[str, float] = field(default_factory=dict)
     group_names: list[str] = field(default_factory=list)
+    #: sentences for a training that did not learn (`training_warnings`), each with what to try
+    warnings: list[str] = field(default_factory=list)
+    #: the learning-rate range test, when the rate was picked by one (`find_lr`)
+    lr_find: dict[str, Any] | None = None
 
 
 def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir: str | Path | None = None,
@@ -88,7 +96,8 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
         data = rd.read_metrics()
         rd.release()  # finished: the result keeps the folder's path, not its lock
         return TrainRunResult(model=model, run=rd, fit=FitResult(model=model, history=data["history"]),
-                              test=data["test"], group_names=list(splits.group_names))
+                              test=data["test"], group_names=list(splits.group_names),
+                              warnings=list(data.get("training_warnings") or []))
     if rd is not None:
         rd.check_or_write_config({
             "kind": "train", "data": asdict(data_config) if data_config else None, "arch": arch,
@@ -104,9 +113,15 @@ def train_model(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir:
             rd.set_section("mitigation", section)
         extra["mitigation"] = (method or {}).get("name")
     test = record_trained_model(rd, result.model, splits, arch or {}, extra, result.history)
+    val = getattr(splits, "val", None)
+    warnings = training_warnings(result.history, splits.train.labels, val.labels if val is not None else None)
     if rd is not None:
+        rd.set_section("training_warnings", warnings)
+        for w in warnings:
+            rd.log(f"warning: {w}", echo=False)
         rd.release()  # finished: the result keeps the folder's path, not its lock
-    return TrainRunResult(model=result.model, run=rd, fit=result, test=test, group_names=list(splits.group_names))
+    return TrainRunResult(model=result.model, run=rd, fit=result, test=test, group_names=list(splits.group_names),
+                          warnings=warnings)
 
 
 def record_trained_model(rd: RunDir | None, model: nn.Module, splits: DataSplits, arch: dict[str, Any],
@@ -124,21 +139,49 @@ def record_trained_model(rd: RunDir | None, model: nn.Module, splits: DataSplits
     return test
 
 
+def pick_lr(model: nn.Module, splits: DataSplits, cfg: TrainConfig, run_dir: str | Path | None = None,
+            lf: LRFindConfig | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """`cfg` with the rate a learning-rate range test picks on `model` (the model is not changed).
+
+    With `run_dir`, the test's curve is kept in ``lr_find.json`` and read back
+    when the same command runs again, so a resumed run trains at the same rate.
+    """
+    f = Path(run_dir) / LR_FIND_FILE if run_dir is not None else None
+    if f is not None and f.exists():
+        found = read_json(f)
+    else:
+        found = lr_range_test(model, splits.train, cfg, lf).to_dict()
+        if f is not None and not (f.parent / RunDir.CONFIG).exists():  # never into another run's folder
+            on_main(write_json, f, found)
+    if not math.isfinite(found.get("suggestion") or float("nan")):
+        raise ValueError("the learning-rate range test found no rate at which the loss fell; check the data "
+                         "(labels, images) or give --lr")
+    return replace(cfg, lr=float(found["suggestion"])), found
+
+
+#: The learning-rate range test's curve in a run folder (`pick_lr`).
+LR_FIND_FILE = "lr_find.json"
+
+
 def train_from_config(data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig,
-                      run_dir: str | Path | None = None) -> TrainRunResult:
+                      run_dir: str | Path | None = None, find_lr: bool = False) -> TrainRunResult:
     """Build data and model from settings, then `train_model` (what `equiprune train` calls).
 
     The weights are resolved before the data is loaded, so a missing file or an
     offline ImageNet download fails at once and leaves no run folder. The run
     folder is claimed first (locked if it exists, else checked to be creatable),
     so a busy or read-only folder is refused before any image is decoded.
+    `find_lr`: replace ``cfg.lr`` with the rate a learning-rate range test
+    picks on the untrained (or pretrained) model (`pick_lr`).
     """
+    cfg.validate()
     claim = claim_run_folder(run_dir) if run_dir is not None else None  # noqa: F841  (held until the RunDir exists)
     state, source = resolve_weights(model_cfg.weights, model_cfg.name, model_cfg.width)
     if model_cfg.weights == "imagenet" and model_cfg.weights_preprocessing:
         data = with_weights_preprocessing(data, model_cfg.name)
     splits = load_splits(data, two_groups=True)
     announce_group_coding(splits)
+    on_main(print, data.describe_augment())
     arch = {"name": model_cfg.name, "num_classes": splits.num_classes, "width": model_cfg.width,
             "image_size": data.image_size}
     import torch
@@ -150,4 +193,14 @@ def train_from_config(data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig
         if model_cfg.weights != "imagenet":
             from ..data.cache import file_sha256
             weights["sha256"] = file_sha256(Path(model_cfg.weights))
-    return train_model(model, splits, cfg, run_dir=run_dir, arch=arch, data_config=data, weights=weights)
+    found = None
+    if find_lr:
+        cfg, found = pick_lr(model, splits, cfg, run_dir)
+        weak = "" if found.get("fell", 0) >= 0.05 else (
+            f"; the loss fell only {100 * found.get('fell', 0):.0f}% during the test, so this pick is weak: "
+            "train with more --epochs and check the warnings below")
+        on_main(print, f"learning-rate range test: lr {cfg.lr:.3g} ({found.get('rule')}; the smoothed loss was "
+                       f"lowest at {found['min_loss_lr']:.3g}){weak}")
+    result = train_model(model, splits, cfg, run_dir=run_dir, arch=arch, data_config=data, weights=weights)
+    result.lr_find = found
+    return result

@@ -356,7 +356,7 @@ def explain(audit: Mapping[str, Any], baseline_name: str = "the baseline") -> st
     return "\n\n".join(paras)
 
 
-def _paired_frame(audit: Mapping[str, Any]) -> pd.DataFrame | None:
+def paired_frame(audit: Mapping[str, Any]) -> pd.DataFrame | None:
     paired = audit.get("paired") or {}
     if not paired:
         return None
@@ -376,6 +376,14 @@ def _paired_frame(audit: Mapping[str, Any]) -> pd.DataFrame | None:
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "metric"
     return df
+
+
+def format_paired_terminal(audit: Mapping[str, Any]) -> str:
+    """The paired differences against the baseline as terminal text ('' when the audit has none)."""
+    pf = paired_frame(audit)
+    if pf is None:
+        return ""
+    return "paired bootstrap, this model minus the baseline on the same images:\n" + pf.to_string()
 
 
 def _multigroup_frames(mg: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -450,7 +458,7 @@ def run_report_sections(run_path: str | Path, split: str = "test",
             html=t1.to_html(), markdown=t1.to_markdown()))
         sections += [Section(d["title"], d["text"], d["html"], d["markdown"], [Image(*im) for im in d["images"]])
                      for d in score_sections(audit)]
-        pf = _paired_frame(audit)
+        pf = paired_frame(audit)
         if pf is not None:
             sections.append(Section("Change against the baseline (paired bootstrap)",
                                     html=frame_to_html(pf), markdown=frame_to_markdown(pf)))
@@ -495,6 +503,9 @@ def run_report_sections(run_path: str | Path, split: str = "test",
     sections += list(extra_sections)
     summary_html, summary_md = _kv(_summary_pairs(rd.path, config, audit))
     sections.insert(0, Section("Run", html=summary_html, markdown=summary_md))
+    if metrics.get("training_warnings"):  # a model that learned nothing must not be read as audited evidence
+        sections.insert(0, Section("Warning: training did not learn",
+                                   text="\n\n".join(map(str, metrics["training_warnings"]))))
     warned = list((audit or {}).get("warnings") or [])
     if warned:  # above everything: a zero gap from a constant classifier is not fairness
         sections.insert(0, Section("Warning", text="\n\n".join(f"Warning: {w}" for w in warned)))

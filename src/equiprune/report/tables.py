@@ -408,6 +408,24 @@ def group_labels(audit: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _audit_cell(audit: Mapping[str, Any], key: str) -> Cell | None:
+    """An audit's number with its interval when it has one (``acc_gap`` = |acc_g0 - acc_g1|, signed gap's interval)."""
+    if key == "acc_gap":
+        sg = (audit.get("signed_gaps") or {}).get("acc")
+        if sg:
+            lo, hi = sorted((abs(_f(sg.get("lo"))), abs(_f(sg.get("hi")))))
+            if _f(sg.get("lo")) <= 0 <= _f(sg.get("hi")):
+                lo = 0.0
+            return Cell(abs(_f(sg.get("estimate"))), lo, hi)
+        m = audit.get("metrics") or {}
+        return Cell(abs(_f(m.get("acc_g0")) - _f(m.get("acc_g1")))) if "acc_g0" in m else None
+    iv = (audit.get("intervals") or {}).get(key)
+    if iv is not None:
+        return Cell(_f(iv.get("estimate")), _f(iv.get("lo")), _f(iv.get("hi")))
+    m = audit.get("metrics") or {}
+    return Cell(_f(m[key])) if key in m else None
+
+
 def format_terminal(audit: Mapping[str, Any], digits: int = 3, ci_digits: int = 2) -> str:
     """Table 1 of one audit folded for a terminal: an accuracy block and a fairness block."""
     row = row_from_audit("model", audit).cells
@@ -419,10 +437,12 @@ def format_terminal(audit: Mapping[str, Any], digits: int = 3, ci_digits: int = 
              f"{g1} {int(_f(m.get('n_g1')))}); {level}% bootstrap intervals"
              + (f" over {n_boot} resamples" if n_boot else "")]
     block = [[""] + group_labels(audit) + ["Avg.", "Diff."]]
+    block.append(["Accuracy"] + [format_cell(_audit_cell(audit, k), digits, ci_digits) for k in ("acc_g0", "acc_g1")]
+                 + [MISSING, format_cell(_audit_cell(audit, "acc_gap"), digits, ci_digits)])
     for label, base in (("Precision", "precision"), ("Recall", "recall"), ("F1", "f1")):
         block.append([label] + [format_cell(row.get(f"{base}_{s}"), digits, ci_digits)
                                 for s in ("g0", "g1", "avg", "diff")])
-    lines += ["", _pad(block)]
+    lines += ["", _pad(block), f"overall accuracy {format_cell(_audit_cell(audit, 'acc'), digits, ci_digits)}"]
     has_fate = bool(audit.get("baseline")) or any(k.startswith("fate_") for k in row)
     fair = [["", "gap"] + (["FATE vs baseline"] if has_fate else [])]
     for fc in FATE_CRITERIA:
