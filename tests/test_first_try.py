@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,110 @@ def test_audit_prints_per_group_accuracy_and_the_paired_differences_it_announces
     assert f"overall accuracy {audit['metrics']['acc']:.3f}" in printed
     assert "paired bootstrap, this model minus the baseline" in printed
     assert "Eodd" in printed.split("paired bootstrap")[1] and "+0.000" in printed.split("paired bootstrap")[1]
+
+
+# ----------------------------------------------------------------------------- 6-7. cut response: verdicts, dead channels
+
+def _cut_section(snnl, acc_snnl, premise_advice):
+    """The issue's case: every lowest-SNNL cut above the uncut Eodd 0.10; one beats the random cuts at -0.12 acc."""
+    rows = [{"k": 0, "choice": "none", "draw": 0, "eodd": 0.10, "acc": 0.80, "acc_g0": 0.85, "acc_g1": 0.70}]
+    for k, e, a in zip((6, 13, 26, 51), snnl, acc_snnl):
+        rows.append({"k": k, "choice": "snnl", "draw": 0, "eodd": e, "acc": a, "acc_g0": a, "acc_g1": a - 0.1})
+        rows += [{"k": k, "choice": "random", "draw": d, "eodd": r, "acc": 0.79, "acc_g0": 0.84, "acc_g1": 0.69}
+                 for d, r in enumerate((0.12, 0.14))]
+    premise = {"separating": 112, "channels": 128, "expected": 1.3, "advice": premise_advice}
+    return {"layer": "features.18", "channels": 128, "rows": rows, "group_names": ["light", "dark"],
+            "fair_metric": "eodd", "split": "val", "premise": premise}
+
+
+def test_a_costly_win_at_one_size_among_losses_is_mixed_and_agrees_with_the_premise_check():
+    from equiprune.methods.cut_response import cut_response_findings
+
+    advice = "most channels carry the groups: ... SCP's premise (a few sensitive channels) does not hold here"
+    text = " ".join(cut_response_findings(_cut_section((0.15, 0.16, 0.15, 0.11), (0.80, 0.79, 0.75, 0.68), advice)))
+    assert "carry part of the gap" not in text and "as SCP assumes" not in text
+    assert "The evidence is mixed, not support" in text
+    assert "51 channels: accuracy -0.120, gap still at or above the uncut model's" in text
+    assert "at or above 0.100 at 4 of 4 sizes" in text
+    assert "This agrees with the premise check of the same model (112 of 128 channels" in text
+    # Clean wins at every size, each cheap: support; and the same premise check then disagrees, saying why.
+    text = " ".join(cut_response_findings(_cut_section((0.05, 0.06, 0.05, 0.04), (0.80, 0.80, 0.79, 0.78), advice)))
+    assert "carry part of the gap, as SCP assumes" in text and "This differs from the premise check" in text
+    assert "trust it for this layer" in text
+    text = " ".join(cut_response_findings(_cut_section((0.15, 0.16, 0.15, 0.13), (0.80, 0.8, 0.8, 0.8), "")))
+    assert "premise does not hold" in text and "channels can separate the groups without causing the gap" in text
+
+
+def test_dead_channels_are_found_counted_and_the_l1_control_cuts_live_ones(tiny_splits, one_thread):
+    import torch
+    from equiprune.methods.cut_response import CutResponseConfig, cut_response
+    from equiprune.scoring import l1_channel_scores
+    from equiprune.scoring.dead import dead_channels, live_first
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    layer = "2"
+    conv = model.get_submodule(layer)
+    with torch.no_grad():
+        conv.weight[:3] = 0.0               # three all-zero filters: outputs = bias
+        conv.bias[:3] = -0.1
+        conv.weight[3] = -conv.weight[3].abs() * 1e-3   # small filter, live
+    dead = dead_channels(model, layer, tiny_splits.train)
+    assert dead[:3].all() and not dead[3]
+    order = np.argsort(live_first(l1_channel_scores(model, layer), dead), kind="stable")
+    assert set(order[:3].tolist()).isdisjoint({0, 1, 2}) and set(order[-3:].tolist()) == {0, 1, 2}
+    res = cut_response(model, tiny_splits, CutResponseConfig(layer=layer, fractions=(0.2,), choices=("l1", "random"),
+                                                             random_draws=2, score_batch_size=32, progress=False),
+                       image_size=16)
+    assert res.dead == int(dead.sum())
+    l1 = next(r for r in res.rows if r["choice"] == "l1")
+    assert l1["dead"] == 0                 # the L1 control cut live channels
+
+
+
+# ----------------------------------------------------------------------------- 8-9. compare: defaults, labelled lines
+
+def test_compare_says_where_its_scp_settings_differ_from_prune_scp_and_lists_skew(capsys):
+    from equiprune.cli import build_parser
+    from equiprune.cli.compare import scp_settings_difference
+
+    args = build_parser().parse_args(["compare", "--out", "x"])
+    line = scp_settings_difference(args)
+    assert "--ratio 0.05 (prune scp: 0.02)" in line and "--max-iters 3 (prune scp: 5)" in line
+    assert "--finetune-epochs 1 (prune scp: 2)" in line and "th-acc" not in line
+    same = build_parser().parse_args(["compare", "--out", "x", "--ratio", "0.02", "--max-iters", "5",
+                                      "--finetune-epochs", "2"])
+    assert "use prune scp's ratio, iterations and fine-tuning" in scp_settings_difference(same)
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "skew (label-free skewness pruning)" in text and "prune scp: 0.02" in text
+
+
+def test_compare_names_method_and_seed_on_every_loop_line_and_prints_the_premise_check_when_quiet(own_run, tmp_path,
+                                                                                                     capsys):
+    root, data, base = own_run
+    args = ["compare", "--run", str(base), "--methods", "vanilla", "scp", "--seeds", "0", "--max-iters", "1",
+            "--n-boot", "30", "--no-latency", "--out", str(tmp_path / "table")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    loop = [line for line in printed.splitlines() if "iteration" in line.lower()]
+    assert loop and all(line.startswith("[scp-seed0] ") for line in loop)
+    assert main(args + ["--quiet", "--against", "vanilla"]) == 0   # finished: nothing runs again
+    printed = capsys.readouterr().out
+    assert "premise check (scp-seed0): " in printed and "channels of" in printed
+    # 10: paired intervals against a method of the table, in the terminal and on the page
+    table = printed.split("paired differences against vanilla")[1]
+    row = next(line for line in table.splitlines() if line.startswith("scp-seed0"))
+    assert re.search(r"base\s+[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", row)
+    assert "Paired differences against vanilla" in (tmp_path / "table" / "compare" / "compare.html").read_text()
+    # ... and `report --against` a run folder
+    assert main(["report", str(base), str(tmp_path / "table" / "scp-seed0"), "--against", str(base),
+                 "--out", str(tmp_path / "page")]) == 0
+    printed = capsys.readouterr().out
+    assert "paired differences against" in printed and "scp-seed0" in printed.split("paired differences")[1]
+    assert main(["report", str(base), str(tmp_path / "table" / "scp-seed0"), "--against", "random",
+                 "--out", str(tmp_path / "page")]) == 2
+    assert "neither a run folder nor a method among the runs" in capsys.readouterr().err

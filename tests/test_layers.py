@@ -123,7 +123,7 @@ def test_circle_detection_finds_a_circle():
 
 # Names a CLI module may import from the layers below api: settings and constants it builds from the
 # arguments, and text formatters for what it prints. Work (a method, a report) goes through `equiprune.api`.
-CLI_HELPERS = {"default_finetune", "default_finetune_for_table", "describe_row", "null_check_text",
+CLI_HELPERS = {"default_finetune", "default_finetune_for_table", "default_scp_for_table", "describe_row", "null_check_text",
                "format_terminal", "format_scores_terminal", "format_paired_terminal", "audit_cell", "column_choices", "trim_findings",
                # the mitigation registry, which the options and settings of `train`/`mitigate` come from
                "methods", "get_method", "method_fields", "config_from_options", "default_mitigation_train",

@@ -91,10 +91,14 @@ def prune_skew(run: str | Path, cfg: "SkewPruneConfig", out: str | Path) -> tupl
     return result, list(save_skew_plots(out) or [])
 
 
-def compare(out: str | Path, cfg: "TableConfig", base_run: str | Path | None = None) -> "TableResult":
-    """`equiprune compare`: every method over several seeds from one vanilla run, and the seed table."""
+def compare(out: str | Path, cfg: "TableConfig", base_run: str | Path | None = None,
+            against: str | None = None) -> "TableResult":
+    """`equiprune compare`: every method over several seeds from one vanilla run, and the seed table.
+
+    `against`: a method of the table (same seed) or a run folder; every run's paired differences against it.
+    """
     from .pipelines.table import run_table
-    return run_table(out, cfg, base_run=base_run)
+    return run_table(out, cfg, base_run=base_run, against=against)
 
 
 def cut_response(run: str | Path, cfg: CutResponseConfig, out: str | Path) -> CutResponseResult:
@@ -173,12 +177,13 @@ def audit_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, 
 
 def report(runs: Sequence[str | Path], out: str | Path | None = None,
            names: Sequence[str] | None = None, columns: Sequence[str] | None = None,
-           cfg: AuditConfig | None = None) -> ComparisonResult:
+           cfg: AuditConfig | None = None, against: str | None = None) -> ComparisonResult:
     """`equiprune report`: one comparison page over several run folders (`columns`: an extra table of chosen numbers).
 
-    A run without an audit of ``cfg.split`` is audited first (with `cfg`).
+    A run without an audit of ``cfg.split`` is audited first (with `cfg`). `against`: a run folder or a
+    method among the runs (same seed); every run's paired differences against it, printed and on the page.
     """
-    return compare_runs(runs, out_dir=out, names=names, cfg=cfg, columns=columns)
+    return compare_runs(runs, out_dir=out, names=names, cfg=cfg, columns=columns, against=against)
 
 
 def reprogram(run: str | Path, cfg: "ReprogramConfig", out: str | Path, lambdas: Sequence[float] | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 EPILOG = """\
 examples:
@@ -9,10 +10,15 @@ examples:
   equiprune compare --run runs/base --out runs/table         # on a trained baseline
   equiprune compare --run runs/base --seeds 0 1 2 --out runs/table
   equiprune compare --methods vanilla fairprune obd --out runs/table-hessian
+  equiprune compare --run runs/base --seeds 0 1 2 --against random --out runs/table   # paired, per seed
 Methods: vanilla, obd, fairprune, scp, scp-fairprune (SCP on top of FairPrune),
-random and l1 (channel-pruning controls) and finetune (the extra training
-alone); add mitigation methods by name (equiprune mitigate --help), e.g.
-  equiprune compare --run runs/base --methods vanilla scp finetune groupdro hsic --out runs/t Each run goes to OUT/<method>-seed<k>; running the command again
+random and l1 (channel-pruning controls), finetune (the extra training
+alone) and skew (label-free skewness pruning); add mitigation methods by
+name (equiprune mitigate --help), e.g.
+  equiprune compare --run runs/base --methods vanilla scp finetune groupdro hsic --out runs/t
+SCP's settings here are cheaper than `prune scp`'s (a table runs every method
+over every seed): the command prints where they differ before it starts, and
+--ratio / --max-iters / --finetune-epochs set them. Each run goes to OUT/<method>-seed<k>; running the command again
 skips finished runs and resumes the others. Results: OUT/table.html,
 OUT/table.md, OUT/table.csv (one row per run, FATE against the vanilla
 baseline and against the parent), OUT/table_summary.csv (mean and sd per
@@ -21,7 +27,8 @@ method over seeds) and OUT/compare/ (the full comparison page).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..pipelines.table import ALL_METHODS, MITIGATION_METHODS, TABLE_METHODS
+    from ..pipelines.table import ALL_METHODS, MITIGATION_METHODS, TABLE_METHODS, default_scp_for_table
+    from .prune_scp import SCP_DEFAULTS
 
     p = sub.add_parser("compare", help="run every fairness-pruning method and build the papers' Table 1",
                        description="Run vanilla, OBD, FairPrune, SCP, SCP-FairPrune and the controls on one "
@@ -53,17 +60,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per group for the Hessians (default 512; 0 = all)")
     c = p.add_argument_group("SCP and controls")
     c.add_argument("--layer", default=None, help="conv layer to prune (default: the last conv)")
-    c.add_argument("--ratio", type=float, default=0.05, help="fraction of channels cut per iteration (default 0.05)")
-    c.add_argument("--max-iters", type=int, default=3, help="most iterations (default 3)")
-    c.add_argument("--th-acc", type=float, default=0.05, help="macro-F1 drop that stops the loop (default 0.05)")
-    c.add_argument("--finetune-epochs", type=int, default=1,
-                   help="fine-tuning epochs after each pruning step, every method (default 1)")
+    d = default_scp_for_table()
+    c.add_argument("--ratio", type=float, default=d.ratio,
+                   help=f"fraction of channels cut per iteration (default {d.ratio}; prune scp: "
+                        f"{SCP_DEFAULTS['ratio']})")
+    c.add_argument("--max-iters", type=int, default=d.max_iters,
+                   help=f"most iterations (default {d.max_iters}; prune scp: {SCP_DEFAULTS['max_iters']})")
+    c.add_argument("--th-acc", type=float, default=d.th_acc,
+                   help=f"macro-F1 drop that stops the loop (default {d.th_acc})")
+    c.add_argument("--finetune-epochs", type=int, default=d.finetune.epochs,
+                   help=f"fine-tuning epochs after each pruning step, every method (default {d.finetune.epochs}; "
+                        f"prune scp: {SCP_DEFAULTS['finetune_epochs']})")
     a = p.add_argument_group("audit")
     a.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per interval (default 1000)")
     a.add_argument("--no-latency", action="store_true", help="do not measure latency (faster)")
     a.add_argument("--columns", default=None, metavar="KEY,KEY,...",
                    help="an extra table of chosen numbers on the comparison page, e.g. "
                         "worst_group_auc,auc_gap,ece_gap,eodd (see `equiprune report --help`); Table 1 is unchanged")
+    p.add_argument("--against", default=None, metavar="RUN_OR_METHOD",
+                   help="print and show every run's paired differences (same test images, paired bootstrap "
+                        "intervals) against this method of the table, same seed (e.g. --against random), or "
+                        "against a run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -97,11 +114,32 @@ def config_from_args(args: argparse.Namespace):
         progress=progress)
 
 
+def scp_settings_difference(args: argparse.Namespace) -> str:
+    """One line naming the SCP settings in which this table differs from `prune scp`'s defaults."""
+    from .prune_scp import SCP_DEFAULTS
+
+    given = {"ratio": args.ratio, "max_iters": args.max_iters, "finetune_epochs": args.finetune_epochs,
+             "th_acc": args.th_acc}
+    diff = [f"--{k.replace('_', '-')} {given[k]} (prune scp: {v})" for k, v in SCP_DEFAULTS.items() if given[k] != v]
+    never = "it never stops on a small fairness gain (prune scp: --th-fair 0)"
+    if not diff:
+        return f"SCP and its controls in this table use prune scp's ratio, iterations and fine-tuning; {never}"
+    return "SCP and its controls in this table: " + ", ".join(diff) + f"; {never}"
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import api
+    from .report import print_against
 
-    result = api.compare(args.out, config_from_args(args), base_run=args.run)
+    print(scp_settings_difference(args))
+    if args.against and args.against not in args.methods and not Path(args.against).is_dir():
+        raise ValueError(f"--against {args.against!r} is neither a run folder nor one of --methods "
+                         f"({', '.join(args.methods)})")
+    result = api.compare(args.out, config_from_args(args), base_run=args.run, against=args.against)
     print(f"{len(result.runs)} runs ({len(result.ran)} run now, {len(result.skipped)} already finished)")
+    print_against(result.against, args.against)
+    for line in result.premise:
+        print(line)
     for note in result.notes:
         print(f"note: {note}")
     print(f"table: {result.html_path}")

@@ -21,6 +21,10 @@ Stopping the command and running it again resumes where it stopped.
 """
 
 
+#: prune scp's loop defaults; `compare` prints where its SCP settings differ from these.
+SCP_DEFAULTS = {"ratio": 0.02, "max_iters": 5, "finetune_epochs": 2, "th_acc": 0.05}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scp", help="Sensitive Channel Pruning (SNNL-Fair scores) and its controls",
                        description="Cut the channels whose feature maps best separate the sensitive groups.",
@@ -29,11 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="new run folder for the pruned model")
     g = p.add_argument_group("pruning")
     g.add_argument("--layer", default=None, help="module path of the conv layer (default: the last conv)")
-    g.add_argument("--ratio", type=float, default=0.02, help="fraction of channels cut per iteration (default 0.02)")
+    g.add_argument("--ratio", type=float, default=SCP_DEFAULTS["ratio"],
+                   help=f"fraction of channels cut per iteration (default {SCP_DEFAULTS['ratio']})")
     g.add_argument("--n", type=int, default=None, help="cut exactly N channels per iteration instead of --ratio")
-    g.add_argument("--max-iters", type=int, default=5, help="most iterations (default 5)")
-    g.add_argument("--th-acc", type=float, default=0.05,
-                   help="stop once validation macro-F1 is this far below the start model (default 0.05)")
+    g.add_argument("--max-iters", type=int, default=SCP_DEFAULTS["max_iters"],
+                   help=f"most iterations (default {SCP_DEFAULTS['max_iters']})")
+    g.add_argument("--th-acc", type=float, default=SCP_DEFAULTS["th_acc"],
+                   help=f"stop once validation macro-F1 is this far below the start model "
+                        f"(default {SCP_DEFAULTS['th_acc']})")
     g.add_argument("--th-fair", type=float, default=0.0,
                    help="stop once an iteration improves the gap by less than this (default 0.0)")
     g.add_argument("--fair-metric", choices=FAIR_CRITERIA, default="eodd",
@@ -49,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--null-draws", type=int, default=4,
                    help="premise check: also score the start model with the groups shuffled this many times, "
                         "to count the channels that separate the groups beyond chance (default 4; 0: off)")
-    add_train_args(p, epochs=2, prefix="finetune-", title="fine-tuning after each cut")
+    add_train_args(p, epochs=SCP_DEFAULTS["finetune_epochs"], prefix="finetune-", title="fine-tuning after each cut")
     add_runtime_args(p)
     p.set_defaults(func=run)
 

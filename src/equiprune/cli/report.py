@@ -11,6 +11,7 @@ examples:
   equiprune report runs/base runs/scp-s0 runs/scp-s1 runs/scp-s2 --out runs/compare
   equiprune report runs/a runs/b runs/c --names baseline,scp,scp     # same name: mean ± sd
   equiprune report runs/base runs/scp --columns worst_group_auc,auc_gap,ece_gap,eodd,fate_eodd
+  equiprune report runs/table/*-seed* --against random                # SCP - random per seed, paired
 Writes compare.html (self-contained), compare.md, compare.csv (and
 compare_summary.csv when runs share a method). Runs with no audit of the
 split are audited first, exactly as `equiprune audit --run RUN` would.
@@ -38,12 +39,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", default=None, metavar="KEY,KEY,...",
                    help="comma-separated columns of an extra table and of the terminal summary, e.g. "
                         "worst_group_auc,ece_gap,eodd (default: the papers' F1 Avg., Eodd, FATE(Eodd))")
+    p.add_argument("--against", default=None, metavar="RUN_OR_METHOD",
+                   help="print and show the paired differences (same test images, paired bootstrap intervals) of "
+                        "every run against this run folder, or against this method among the runs, same seed: "
+                        "--against random sets scp-seed0 against random-seed0")
     g = p.add_argument_group("audits of runs not audited yet")
     g.add_argument("--split", choices=["test", "val", "train"], default="test", help="split (default test)")
     g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     g.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     g.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
     p.set_defaults(func=run)
+
+
+def print_against(frame, against: str | None) -> None:
+    """The paired differences of `compare_runs(against=...)` in the terminal."""
+    if frame is None:
+        return
+    print(f"\npaired differences against {against} (run minus it, same test images, paired bootstrap intervals):")
+    print(frame.to_string() if len(frame) else "(no pair of runs predicted on the same images)")
+    print()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,13 +67,14 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     cfg = AuditConfig(split=args.split, n_boot=args.n_boot, seed=args.seed, device=args.device)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns is not None else None
-    res = api.report(args.runs, out=args.out, names=names, columns=columns, cfg=cfg)
+    res = api.report(args.runs, out=args.out, names=names, columns=columns, cfg=cfg, against=args.against)
     t = res.table
     width = max(len(n) for n in t.names)
     if columns:
         _print_columns(res, columns, width)
     else:
         _print_default(t, width)
+    print_against(res.against, args.against)
     for p in res.audited:
         print(f"audited on the fly: {p}")
     for note in res.notes:

@@ -16,14 +16,34 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
 from ..data.atomic import atomic_write_text, check_writable, write_error
 from .distributed import is_main_process, on_main
 from .runlock import RunLock, RunLockedError, lock_run_folder  # noqa: F401  (RunLockedError re-exported)
+
+
+_LOG_PREFIX: ContextVar[str] = ContextVar("equiprune_log_prefix", default="")
+
+
+@contextmanager
+def log_prefix(name: str) -> Iterator[None]:
+    """Inside the block, every line a run folder echoes starts with ``[name]``.
+
+    A command that runs many methods one after another (`compare`) names the
+    method and seed of each printed line, so no "iteration 2: ..." block is
+    left without its run. log.txt itself is per run and keeps plain lines.
+    """
+    token = _LOG_PREFIX.set(name)
+    try:
+        yield
+    finally:
+        _LOG_PREFIX.reset(token)
 
 
 class RunError(ValueError):
@@ -265,4 +285,5 @@ class RunDir:
         except OSError as exc:
             raise (write_error(self.file(self.LOG), exc) or exc) from exc
         if echo:
-            tqdm.write(message)
+            prefix = _LOG_PREFIX.get()
+            tqdm.write(f"[{prefix}] {message}" if prefix else message)

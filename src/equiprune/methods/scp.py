@@ -22,6 +22,7 @@ from ..data import scoring_dataset
 from ..engine import RunDir
 from ..scoring import (ChannelScorer, ConsensusScorer, FixedScores, KnownFirst, L1Scorer, RandomScorer,
                        SNNLFairScorer, null_check_text)
+from ..scoring.dead import LiveFirst
 from ..surgery import layer_out_channels
 from .prune_loop import KEEPS_ZEROS, LoopConfig, LoopResult, channels_to_cut, run_prune_loop
 
@@ -90,8 +91,8 @@ def make_scorer(splits: Any, cfg: SCPConfig) -> ChannelScorer | None:
         return None
     if cfg.scorer == "random":
         return RandomScorer(seed=cfg.seed)
-    if cfg.scorer == "l1":
-        return L1Scorer()
+    if cfg.scorer == "l1":  # live channels first: cutting dead (all-zero) filters would change nothing
+        return LiveFirst(L1Scorer(), scoring_dataset(splits, cfg.score_split))
     if cfg.consensus:
         return ConsensusScorer(scoring_dataset(splits, cfg.score_split), rounds=cfg.consensus, tau=cfg.tau,
                                seed=cfg.seed, k=lambda channels: channels_to_cut(channels, cfg),

@@ -34,13 +34,15 @@ import numpy as np
 import pandas as pd
 
 from ..data import DataConfig, SynthDermConfig
-from ..engine import RunDir, TrainConfig, read_json, write_json
+from ..engine import RunDir, TrainConfig, log_prefix, read_json, write_json
 from ..metrics import (FATE_CRITERIA, GAP_LABELS, bootstrap_samples, fate_samples, fate_scores_or_undefined,
                        group_fairness)
 from ..methods.audit import AuditConfig, audit_run, audit_section_name, predictions_name
 from ..methods.paired_runs import check_same_items, run_predictions
 from ..report import compare_runs, write_run_report
+from ..report.against import against_text, paired_against
 from ..report.html import Section, write_page
+from ..scoring import null_check_text
 from ..report.tables import frame_to_html, frame_to_markdown
 from ..methods.fairprune import FairPruneConfig, fairprune_from_run
 from ..methods.scp import SCPConfig, scp_from_run
@@ -96,7 +98,8 @@ def _default_skew() -> SkewPruneConfig:
     return SkewPruneConfig(finetune=default_finetune_for_table(), premise=False, latency=False)
 
 
-def _default_scp() -> SCPConfig:
+def default_scp_for_table() -> SCPConfig:
+    """SCP in a table: cheaper than `prune scp` (every method runs over every seed); `compare` prints the difference."""
     return SCPConfig(ratio=0.05, max_iters=3, th_acc=0.05, th_fair=-1.0, finetune=default_finetune_for_table())
 
 
@@ -123,7 +126,7 @@ class TableConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = TABLE_METHODS
     fairprune: FairPruneConfig = field(default_factory=_default_fairprune)
-    scp: SCPConfig = field(default_factory=_default_scp)
+    scp: SCPConfig = field(default_factory=default_scp_for_table)
     skew: SkewPruneConfig = field(default_factory=_default_skew)
     audit: AuditConfig = field(default_factory=AuditConfig)
     data: DataConfig = field(default_factory=_default_data)
@@ -180,6 +183,10 @@ class TableResult:
     ran: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: paired differences of every run against `run_table(against=...)`, per seed (None without it)
+    against: pd.DataFrame | None = None
+    #: the premise check of every SCP run, one line each (`premise_lines`), printed with --quiet too
+    premise: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- runners
@@ -309,7 +316,7 @@ def _vanilla_path(out: Path, seed: int, cfg: TableConfig, base_run: Path | None)
 
 
 def run_table(out: str | Path, cfg: TableConfig | None = None, base_run: str | Path | None = None,
-              names: dict[str, str] | None = None) -> TableResult:
+              names: dict[str, str] | None = None, against: str | None = None) -> TableResult:
     """Run (or resume) every method of Table 1 over the seeds, audit each run, write the tables.
 
     Args:
@@ -342,7 +349,9 @@ def run_table(out: str | Path, cfg: TableConfig | None = None, base_run: str | P
             train_seed = seed if cfg.retrain_per_seed else cfg.seeds[0]
             # progress is fixed: it is stored with the data settings, and a resume must match them
             data = replace(cfg.data, progress=False)
-            train_from_config(data, cfg.model, replace(cfg.train, seed=train_seed, progress=cfg.progress), vanilla)
+            with log_prefix(f"vanilla-seed{seed}"):
+                train_from_config(data, cfg.model, replace(cfg.train, seed=train_seed, progress=cfg.progress),
+                                  vanilla)
             ran.append(vanilla)
         elif base is None:
             skipped.append(vanilla)
@@ -359,11 +368,12 @@ def run_table(out: str | Path, cfg: TableConfig | None = None, base_run: str | P
                 skipped.append(path)
                 continue
             _say(cfg, f"[table] {label[method]} (seed {seed}) into {path}")
-            RUNNERS[method](parent, path, seed, cfg)
+            with log_prefix(f"{method}-seed{seed}"):  # every echoed line names its method and seed
+                RUNNERS[method](parent, path, seed, cfg)
             ran.append(path)
 
     shown = {k: p for k, p in runs.items() if k[0] in cfg.methods}
-    return _render(out, cfg, shown, label, ran, skipped, notes)
+    return _render(out, cfg, shown, label, ran, skipped, notes, against=against)
 
 
 def _audit(path: Path, cfg: TableConfig) -> dict[str, Any]:
@@ -386,14 +396,33 @@ def _cell(iv: dict[str, float] | None) -> tuple[float, float, float]:
 SUMMARY_KEYS = ("acc", "f1", "f1_avg", "f1_diff", *FATE_CRITERIA)
 
 
+def _against_pairs(runs: dict[tuple[str, int], Path], against: str) -> dict[Path, Path]:
+    """Each run of the table -> its reference: the `against` method's run of the same seed, or a run folder."""
+    if Path(against).is_dir():
+        return {p: Path(against) for p in runs.values() if p.resolve() != Path(against).resolve()}
+    if against not in {m for m, _ in runs}:
+        raise TableError(f"--against {against!r} is neither a run folder nor a method of this table; give a folder "
+                         f"or one of: {', '.join(sorted({m for m, _ in runs}))}")
+    first = {m: p for (m, _s), p in sorted(runs.items(), key=lambda kv: kv[0][1], reverse=True)}
+    return {p: runs.get((against, seed), first[against]) for (m, seed), p in runs.items()
+            if m != against}
+
+
 def _render(out: Path, cfg: TableConfig, runs: dict[tuple[str, int], Path], label: dict[str, str],
-            ran: list[Path], skipped: list[Path], notes: list[str]) -> TableResult:
+            ran: list[Path], skipped: list[Path], notes: list[str], against: str | None = None) -> TableResult:
 
     audits = {k: _audit(p, cfg) for k, p in runs.items()}
     order = list(runs)
+    against_frame, extra = None, []
+    if against:
+        against_frame, skipped = paired_against(_against_pairs(runs, against), cfg.audit.split, cfg.audit.n_boot,
+                                                cfg.audit.seed, cfg.audit.alpha)
+        notes = notes + skipped
+        extra = [Section(f"Paired differences against {against}", text=against_text(against, cfg.audit.alpha),
+                         html=frame_to_html(against_frame), markdown=frame_to_markdown(against_frame))]
     comparison = compare_runs([runs[k] for k in order], out_dir=out / "compare",
                               names=[label[m] for m, _ in order], cfg=cfg.audit,
-                              columns=list(cfg.columns) if cfg.columns else None)
+                              columns=list(cfg.columns) if cfg.columns else None, extra_sections=extra)
     rows = []
     for (method, seed), path in runs.items():
         config = RunDir(path, create=False).read_config()
@@ -431,7 +460,20 @@ def _render(out: Path, cfg: TableConfig, runs: dict[tuple[str, int], Path], labe
     html_path, md_path = _write_pages(out, cfg, frame, summary, comparison, notes)
     return TableResult(out=out, runs=dict(runs), frame=frame, summary=summary, comparison=comparison,
                        csv_path=csv_path, summary_csv_path=summary_csv, md_path=md_path, html_path=html_path,
-                       ran=ran, skipped=skipped, notes=notes + list(getattr(comparison, "notes", [])))
+                       ran=ran, skipped=skipped, notes=notes + list(getattr(comparison, "notes", [])),
+                       against=against_frame, premise=premise_lines(runs))
+
+
+def premise_lines(runs: dict[tuple[str, int], Path]) -> list[str]:
+    """The premise check (SNNL null check) of every SCP run of a table, for the terminal summary."""
+    out = []
+    for (method, seed), path in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if method not in ("scp", "scp-fairprune") or not (path / RunDir.METRICS).exists():
+            continue
+        null = (RunDir(path, create=False).read_metrics().get("snnl_scores") or {}).get("null")
+        if null:
+            out.append(f"premise check ({method}-seed{seed}): {null_check_text(null)}")
+    return out
 
 
 def _summary(frame: pd.DataFrame) -> pd.DataFrame:

@@ -73,6 +73,8 @@ class ComparisonResult:
     summary_csv_path: Path | None
     audited: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: paired differences of every run against `compare_runs(against=...)` (None without it)
+    against: pd.DataFrame | None = None
 
 
 def _strip(d: Any) -> Any:
@@ -191,7 +193,8 @@ def _explain(table: Table1, summary: Table1 | None) -> str:
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
                  names: Sequence[str] | None = None, cfg: AuditConfig | None = None,
                  notes: Sequence[str] = (), findings: Sequence[str] = (),
-                 extra_sections: Sequence[Section] = (), columns: Sequence[str] | None = None) -> ComparisonResult:
+                 extra_sections: Sequence[Section] = (), columns: Sequence[str] | None = None,
+                 against: str | None = None) -> ComparisonResult:
     """Build compare.html / compare.md / compare.csv over several run folders.
 
     Args:
@@ -209,6 +212,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
             FATE, or threshold-free/calibration numbers such as worst_group_auc,
             ece_gap; see `report.scores.column_choices`), also written to
             compare_columns.csv. Table 1 keeps the papers' columns.
+        against: a run folder or a method name among the runs: every run's paired
+            differences against it (same seed for a method), shown first (`report.against`).
     """
     if columns is not None:
         try:
@@ -261,6 +266,12 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
 
     out = Path(out_dir) if out_dir is not None else _default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
+    against_frame = None
+    if against:
+        from .against import against_text, paired_against, resolve_against
+        against_frame, skipped = paired_against(resolve_against(paths, against), cfg.split, cfg.n_boot, cfg.seed,
+                                                cfg.alpha)
+        notes.extend(skipped)
     sections = _sections(entries, table, summary, group_names, notes)
     sections[3:3] = _score_sections(entries, columns, out)
     findings = list(findings)
@@ -268,6 +279,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         base = Path(str((e.audit.get("baseline") or {}).get("path") or "its baseline")).name
         findings += [line for line in tradeoff_findings(e.audit, e.name, base) if line not in findings]
     sections[:0] = list(extra_sections)
+    if against_frame is not None:
+        sections.insert(0, Section(f"Paired differences against {against}", text=against_text(against, cfg.alpha),
+                                   html=frame_to_html(against_frame), markdown=frame_to_markdown(against_frame)))
     if findings:
         sections.insert(0, Section("Findings", text="\n\n".join(findings)))
     title = f"equiprune comparison of {len(entries)} runs"
@@ -292,7 +306,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         summary_csv = out / "compare_summary.csv"
         summary.to_csv(summary_csv)
     return ComparisonResult(table=table, summary=summary, runs=entries, html_path=html_path, md_path=md_path,
-                            csv_path=csv_path, summary_csv_path=summary_csv, audited=audited, notes=notes)
+                            csv_path=csv_path, summary_csv_path=summary_csv, audited=audited, notes=notes,
+                            against=against_frame)
 
 
 def _score_sections(entries: list[RunEntry], columns: Sequence[str] | None, out: Path) -> list[Section]:
