@@ -314,3 +314,155 @@ def test_compare_names_method_and_seed_on_every_loop_line_and_prints_the_premise
     assert main(["report", str(base), str(tmp_path / "table" / "scp-seed0"), "--against", "random",
                  "--out", str(tmp_path / "page")]) == 2
     assert "neither a run folder nor a method among the runs" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- 13. reprogram's defaults
+
+def test_reprogram_defaults_start_from_the_frozen_model_and_the_paper_is_one_flag_away():
+    from equiprune.cli import build_parser
+    from equiprune.methods.reprogram import ReprogramConfig
+
+    d, paper = ReprogramConfig(), ReprogramConfig.paper()
+    assert (d.shrink, d.init, d.select_on) == (False, "zero", "val_fate")
+    assert (paper.shrink, paper.init, paper.lr_trigger, paper.select_on) == (True, "uniform", 1e-4, "val_min_acc")
+    args = build_parser().parse_args(["reprogram", "--run", "r", "--out", "o", "--paper-settings", "--init", "zero"])
+    assert args.paper_settings and args.init == "zero" and args.shrink is None
+
+
+def _tiny_reprogram(tiny_splits, **kw):
+    import torch
+    from equiprune.methods.reprogram import ReprogramConfig, run_reprogram
+    from equiprune.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, width=0.0625, image_size=16)
+    cfg = ReprogramConfig(size=2, epochs=2, batch_size=32, device="cpu", progress=False, **kw)
+    return model, run_reprogram(model, tiny_splits, cfg)
+
+
+def test_when_no_trigger_beats_the_frozen_model_on_validation_the_frozen_model_is_kept(tiny_splits, one_thread):
+    import torch
+
+    model, res = _tiny_reprogram(tiny_splits, lr_trigger=1e-12)   # a trigger that cannot move: FATE 0 at best
+    assert res.history[0]["epoch"] == 0 and all(r["val_fate"] <= 0 for r in res.history[1:])
+    assert res.kept_frozen and res.best_epoch == 0 and res.model is model
+    assert res.val == pytest.approx({k: v for k, v in res.frozen_val.items()})
+    x = torch.stack([tiny_splits.test[i][0] for i in range(4)])
+    assert torch.equal(res.model(x), model(x))
+
+
+def test_a_trigger_that_beats_the_frozen_model_on_validation_is_kept(tiny_splits, monkeypatch, one_thread):
+    import equiprune.methods.reprogram.core as core
+
+    fates = iter([-0.2, 0.3])                      # epoch 1 worse than no trigger, epoch 2 better
+    monkeypatch.setattr(core, "_fate_or_nan", lambda *a: next(fates))
+    _, res = _tiny_reprogram(tiny_splits, lr_trigger=1e-2)
+    assert not res.kept_frozen and res.best_epoch == 2 and isinstance(res.model, core.ReprogrammedModel)
+
+
+# ----------------------------------------------------------------------------- 11. latency on a shared machine
+
+def test_latency_reports_its_spread_and_is_marked_unreliable_when_it_is_large(monkeypatch):
+    import torch
+    import equiprune.models.cost as cost
+    from equiprune.report.tables import cost_frame
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    steady = cost.Latency(median=1.0, p10=0.9, p90=1.2, block_medians=[1.0, 1.05, 0.98])
+    noisy = cost.Latency(median=1.0, p10=0.7, p90=5.6, block_medians=[0.8, 1.0, 4.0])
+    assert steady.reliable and not noisy.reliable and noisy.spread == pytest.approx(4.9)
+    real = cost.latency_stats(model, 16, repeats=9, warmup=2)
+    assert real.p10 <= real.median <= real.p90 and len(real.block_medians) == 3
+    monkeypatch.setattr(cost, "latency_stats", lambda *a, **k: noisy)
+    c = cost.model_cost(model, 16).to_dict()
+    assert c["latency_reliable"] == 0.0 and c["latency_p90_ms"] == 5.6
+    text = cost_frame({"m": c}).loc["m", "Latency (ms)"]
+    assert text == "1 (0.7-5.6) unreliable: busy machine"
+    monkeypatch.setattr(cost, "latency_stats", lambda *a, **k: steady)
+    assert cost_frame({"m": cost.model_cost(model, 16).to_dict()}).loc["m", "Latency (ms)"] == "1 (0.9-1.2)"
+
+
+# ----------------------------------------------------------------------------- 12. the comparison page
+
+def _audited(root, name, audit, kind="scp"):
+    from equiprune.engine import RunDir
+
+    rd = RunDir(root / name)
+    rd.write_config({"kind": kind, "data": {"name": "toy"}, "arch": {"name": "toy"}, "settings": {}})
+    rd.set_section("audit", audit)
+    return rd.path
+
+
+def test_a_tie_with_the_baseline_is_said_and_the_tradeoff_plot_colours_methods_and_marks_seeds(tmp_path):
+    from equiprune.methods.audit import AuditConfig, audit_model
+    from equiprune.report import compare_runs
+    from equiprune.report.plots import tradeoff_styles
+
+    import torch
+    from conftest import TinyGroupDataset
+
+    ds = TinyGroupDataset(120, seed=4)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    cfg = AuditConfig(n_boot=30, latency=False, device="cpu")
+    base = audit_model(model, ds, cfg)
+    same = audit_model(model, ds, cfg, baseline=base.predictions).to_dict()   # the same model: FATE 0
+    runs = [_audited(tmp_path, "base", base.to_dict(), "train")]
+    runs += [_audited(tmp_path, f"{m}-seed{s}", same) for m in ("scp", "random") for s in (0, 1)]
+    page = compare_runs(runs, out_dir=tmp_path / "cmp").html_path.read_text()
+    text = " ".join(page.split())
+    assert "they equal its baseline" in text and "best FATE" not in text
+    assert "runs tie" in text
+    points = [{"name": f"{m}-seed{s}", "group": m, "seed": f"seed {s}"}
+              for m in ("scp", "random", "l1", "finetune", "fairprune") for s in (0, 1, 2)]
+    colours, markers = tradeoff_styles(points)
+    assert len(colours) == 5 and len(set(colours.values())) == 5 and len(markers) == 3
+    assert len(set(markers.values())) == 3
+
+
+WIDTH_PROBE = """<script>
+window.addEventListener('load', function () {
+  var t = document.querySelectorAll('table.table1'), worst = 0;
+  for (var i = 0; i < t.length; i++) { worst = Math.max(worst, t[i].getBoundingClientRect().right); }
+  var d = document.createElement('div');
+  d.id = 'probe'; d.setAttribute('data-tables', t.length); d.setAttribute('data-right', Math.ceil(worst));
+  d.setAttribute('data-width', document.documentElement.clientWidth);
+  document.body.appendChild(d);
+});
+</script>"""
+
+
+def test_table1_of_thirteen_runs_fits_a_1400_px_window_in_chromium(tmp_path):
+    """Screenshot check: every Table 1 (per run and mean ± sd) ends inside a 1,400 px wide headless Chromium."""
+    import subprocess
+    import torch
+    from conftest import TinyGroupDataset
+    from equiprune.methods.audit import AuditConfig, audit_model
+    from equiprune.report import compare_runs
+    from test_report_browser import CHROMIUM
+
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium is not installed (`apt-get install chromium`; .ci/run installs it)")
+    ds = TinyGroupDataset(150, seed=4)
+    cfg = AuditConfig(n_boot=20, latency=False, device="cpu")
+
+    def audit(seed, base=None):
+        torch.manual_seed(seed)
+        m = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 3))
+        return audit_model(m, ds, cfg, baseline=base)
+
+    base = audit(0)
+    runs = [_audited(tmp_path, "vanilla-seed0", base.to_dict(), "train")]
+    runs += [_audited(tmp_path, f"{m}-seed{s}", audit(10 * i + s, base.predictions).to_dict())
+             for i, m in enumerate(("scp-fairprune", "random", "l1", "finetune")) for s in (0, 1, 2)]
+    page = compare_runs(runs, out_dir=tmp_path / "cmp").html_path
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", WIDTH_PROBE + "</body>"))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,1000",
+           "--no-first-run", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
+    m = re.search(r'<div id="probe" data-tables="(\d+)" data-right="(\d+)" data-width="(\d+)"', dom)
+    assert m, "the width probe did not run: " + dom[-300:]
+    tables, right, width = map(int, m.groups())
+    assert tables == 2 and width == 1400 and right <= width, f"Table 1 ends at {right} px in a {width} px window"

@@ -188,8 +188,8 @@ def test_short_training_keeps_model_bit_identical_and_changes_trigger(tiny_split
     model = TinyNet()
     model.features[1].running_mean.uniform_(-0.5, 0.5)  # BN buffers must not be updated either
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = ReprogramConfig(trigger="border", size=2, epochs=2, batch_size=32, lr_trigger=0.05, lam=0.5,
-                          device="cpu", progress=False)
+    cfg = ReprogramConfig.paper(trigger="border", size=2, epochs=2, batch_size=32, lr_trigger=0.05, lam=0.5,
+                                select_on="last", device="cpu", progress=False)
     init = Trigger("border", 16, 2, generator=torch.Generator().manual_seed(cfg.seed)).weight.detach().clone()
     res = run_reprogram(model, tiny_splits, cfg)
     after = model.state_dict()
@@ -229,7 +229,7 @@ def test_save_reload_and_export_give_identical_outputs(tiny_splits, tmp_path):
     torch.manual_seed(0)
     model = build_model(**arch)
     cfg = ReprogramConfig(trigger="patch", size=4, location="bottom_left", criterion="dp", epochs=1,
-                          batch_size=64, lr_trigger=0.05, device="cpu", progress=False)
+                          batch_size=64, lr_trigger=0.05, select_on="last", device="cpu", progress=False)
     run = tmp_path / "run"
     res = run_reprogram(model, tiny_splits, cfg, run_dir=run, arch=arch, extra={"classes": ["a", "b", "c"]})
     assert write_reprogram_pictures(res) == run / "trigger.png"  # the picture is the report's

@@ -36,7 +36,8 @@ def base_run(tmp_path_factory):
 
 def test_reprogram_from_run_writes_a_complete_run_and_compares_with_the_frozen_model(base_run):
     root, base, splits = base_run
-    cfg = ReprogramConfig(trigger="border", size=2, epochs=1, lr_trigger=0.01, device="cpu", progress=False)
+    cfg = ReprogramConfig(trigger="border", size=2, epochs=1, lr_trigger=0.01, select_on="last", device="cpu",
+                          progress=False)
     acfg = AuditConfig(n_boot=50, device="cpu", latency=False)
     out = root / "repro"
     res = api.reprogram(base, cfg, out, audit_cfg=acfg)  # reprogram_from_run and its trigger.png

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,11 +162,16 @@ def _explain(table: Table1, summary: Table1 | None) -> str:
     paras = []
 
     def best(key: str, sense: int) -> tuple[str, float] | None:
-        v = est[key]
-        if not v.notna().any():
+        """(who, value): who names the run, or says how many runs share the best value as printed."""
+        v = est[key].to_numpy(dtype=float)
+        if not np.isfinite(v).any():
             return None
-        i = int(np.nanargmax(v.to_numpy()) if sense > 0 else np.nanargmin(v.to_numpy()))
-        return table.names[i], float(v.iloc[i])
+        i = int(np.nanargmax(v) if sense > 0 else np.nanargmin(v))
+        tied = [table.names[j] for j in range(len(v)) if np.isfinite(v[j]) and round(v[j], 3) == round(v[i], 3)]
+        if len(tied) == 1:
+            return str(tied[0]), float(v[i])
+        shown = ", ".join(map(str, tied[:3])) + (", ..." if len(tied) > 3 else "")
+        return f"{len(tied)} runs tie: {shown}", float(v[i])
 
     parts = []
     b = best("f1_avg", 1)
@@ -174,9 +180,15 @@ def _explain(table: Table1, summary: Table1 | None) -> str:
     b = best("eodd", -1)
     if b:
         parts.append(f"the smallest Eodd is {b[1]:.3f} ({b[0]})")
-    b = best("fate_eodd", 1)
-    if b:
-        parts.append(f"the best FATE(Eodd) against its baseline is {b[1]:+.3f} ({b[0]})")
+    fates = est["fate_eodd"].to_numpy(dtype=float)
+    fin = fates[np.isfinite(fates)]
+    if fin.size and np.all(np.round(fin, 3) == 0):
+        parts.append(f"every run with a FATE has FATE(Eodd) {0:+.3f}: {'it equals' if fin.size == 1 else 'they equal'} "
+                     "its baseline (same macro F1 and Eodd), so no method changed the model's fairness here")
+    else:
+        b = best("fate_eodd", 1)
+        if b:
+            parts.append(f"the best FATE(Eodd) against its baseline is {b[1]:+.3f} ({b[0]})")
     if parts:
         paras.append("Across the runs, " + "; ".join(parts) + ".")
     paras.append("Each run's FATE is measured against the baseline its chain started from, on the same images; "
@@ -333,6 +345,15 @@ def _iv3(audit: Mapping[str, Any], key: str) -> tuple[float, float, float]:
     return _f(est), _f(iv.get("lo")), _f(iv.get("hi"))
 
 
+def _seed_label(entry: RunEntry, entries: list[RunEntry]) -> str:
+    """The seed of a run for the trade-off plot's markers: ``seed 1`` from its folder name, else its place in its group."""
+    m = re.search(r"seed[_-]?(\d+)$", entry.path.name)
+    if m:
+        return f"seed {m.group(1)}"
+    same = [e for e in entries if e.group == entry.group]
+    return f"run {same.index(entry) + 1}" if len(same) > 1 else ""
+
+
 def _sections(entries: list[RunEntry], table: Table1, summary: Table1 | None, group_names: list[str],
               notes: list[str]) -> list[Section]:
     runs = pd.DataFrame({
@@ -353,7 +374,8 @@ def _sections(entries: list[RunEntry], table: Table1, summary: Table1 | None, gr
     if costs:
         cf = cost_frame(costs)
         sections.append(Section("Cost", html=frame_to_html(cf), markdown=frame_to_markdown(cf)))
-    points = [{"name": e.name, "f1": _iv3(e.audit, "f1"), "gap": _iv3(e.audit, "eodd")} for e in entries]
+    points = [{"name": e.name, "group": e.group, "seed": _seed_label(e, entries), "f1": _iv3(e.audit, "f1"),
+               "gap": _iv3(e.audit, "eodd")} for e in entries]
     bars = [{"name": e.name, "g0": _iv3(e.audit, "f1_g0"), "g1": _iv3(e.audit, "f1_g1")} for e in entries]
     sections.append(Section("Plots", images=[
         Image("Macro F1 against Eodd per run, with bootstrap intervals", plots.tradeoff_png(points), "tradeoff"),

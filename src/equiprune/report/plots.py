@@ -197,23 +197,49 @@ def multigroup_png(audit: Mapping[str, Any]) -> bytes | None:
     return figure_png(fig)
 
 
+#: Marker per seed (or per run inside a method group) in the trade-off plot.
+SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def tradeoff_styles(points: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(colour per method group, marker per seed) of the trade-off plot: one colour per method, up to 20."""
+    import matplotlib
+
+    groups = list(dict.fromkeys(str(p.get("group", p["name"])) for p in points))
+    seeds = list(dict.fromkeys(str(p.get("seed", "")) for p in points))
+    cmap, n = ("tab10", 10) if len(groups) <= 10 else ("tab20", 20)
+    colours = {g: matplotlib.colormaps[cmap](i % n) for i, g in enumerate(groups)}
+    return colours, {sd: SEED_MARKERS[i % len(SEED_MARKERS)] for i, sd in enumerate(seeds)}
+
+
 def tradeoff_png(points: Sequence[Mapping[str, Any]], fc: str = "eodd") -> bytes:
     """Macro F1 against a fairness gap, one point per run with both intervals.
 
-    ``points``: dicts with ``name`` and ``f1``/``gap`` as (estimate, lo, hi).
+    ``points``: dicts with ``name`` and ``f1``/``gap`` as (estimate, lo, hi),
+    optionally ``group`` (the method: one colour each) and ``seed`` (a marker
+    each). The legend sits outside the axes, so it covers no point or bar.
     """
-    fig = Figure(figsize=(5.8, 4.0))
+    from matplotlib.lines import Line2D
+
+    colours, markers = tradeoff_styles(points)
+    groups, seeds = list(colours), list(markers)
+    fig = Figure(figsize=(8.2, 4.2))
     ax = fig.subplots()
-    for i, p in enumerate(points):
+    for p in points:
         f1 = np.array(p["f1"], dtype=float)
         gap = np.array(p["gap"], dtype=float)
+        g, sd = str(p.get("group", p["name"])), str(p.get("seed", ""))
         ax.errorbar(gap[0], f1[0], xerr=_yerr(gap[:1], gap[1:2], gap[2:3]), yerr=_yerr(f1[:1], f1[1:2], f1[2:3]),
-                    fmt="o", capsize=3, label=str(p["name"]), color=f"C{i % 10}")
+                    fmt=markers[sd], capsize=3, color=colours[g], markersize=6, alpha=0.9)
     ax.set_xlabel(f"{fc.capitalize()} (lower is fairer)")
     ax.set_ylabel("macro F1 (higher is better)")
     ax.set_title("Accuracy against fairness; best is top left", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False, loc="best")
+    handles = [Line2D([], [], color=colours[g], marker="o", linestyle="", label=g) for g in groups]
+    if len(seeds) > 1:
+        handles += [Line2D([], [], color="#555555", marker=markers[sd], linestyle="", label=sd) for sd in seeds]
+    ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0)
     fig.tight_layout()
     return figure_png(fig)
 

@@ -213,7 +213,10 @@ class Table1:
                 text = html.escape(main)
                 if self.best.iat[i, j]:
                     text = f"<b>{text}</b>"
-                if rest:
+                if rest.startswith("± ") and " (n=" in rest:   # a spread over runs: two short lines, not one long
+                    sd, _, n = rest[2:].partition(" (n=")
+                    text += f'<br><span class="ci">±{html.escape(sd)}<br>n={html.escape(n.rstrip(")"))}</span>'
+                elif rest:
                     text += f'<br><span class="ci">{html.escape(rest)}</span>'
                 out.append(f'<td class="best">{text}</td>' if self.best.iat[i, j] else f"<td>{text}</td>")
             out.append("</tr>")
@@ -371,18 +374,26 @@ def _human(x: Any, unit: str = "", base: float = 1000.0) -> str:
     return f"{v:.3g} {unit}".rstrip() if v != int(v) else f"{int(v)} {unit}".rstrip()
 
 
+def _latency_text(c: Mapping[str, Any]) -> str:
+    """``1.23 (1.10-1.41)``, marked ``unreliable`` when the spread was too large to compare models by it."""
+    lat, lo, hi = _f(c.get("latency_ms")), _f(c.get("latency_p10_ms")), _f(c.get("latency_p90_ms"))
+    if not math.isfinite(lat):
+        return MISSING
+    text = f"{lat:.3g}" + (f" ({lo:.3g}-{hi:.3g})" if math.isfinite(lo) and math.isfinite(hi) else "")
+    return text + (" unreliable: busy machine" if _f(c.get("latency_reliable")) == 0.0 else "")
+
+
 def cost_frame(costs: Mapping[str, Mapping[str, Any] | None]) -> pd.DataFrame:
     """Cost table (strings): MACs, parameters, non-zero parameters, size, latency (ms)."""
     rows = {}
     for name, c in costs.items():
         c = c or {}
-        lat = _f(c.get("latency_ms"))
         rows[name] = {
             "MACs": _human(c.get("macs")),
             "Params": _human(c.get("params")),
             "Non-zero params": _human(c.get("nonzero_params")),
             "Size": _human(c.get("size_bytes"), "B"),
-            "Latency (ms)": f"{lat:.3g}" if math.isfinite(lat) else MISSING,
+            "Latency (ms)": _latency_text(c),
         }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "Model"
