@@ -466,3 +466,15 @@ def test_table1_of_thirteen_runs_fits_a_1400_px_window_in_chromium(tmp_path):
     assert m, "the width probe did not run: " + dom[-300:]
     tables, right, width = map(int, m.groups())
     assert tables == 2 and width == 1400 and right <= width, f"Table 1 ends at {right} px in a {width} px window"
+
+
+def test_the_readme_cut_response_on_the_users_csv_ends_with_its_agreement_with_the_premise_check(own_run, tmp_path,
+                                                                                                   capsys):
+    root, data, base = own_run
+    assert main(["prune", "cut-response", "--run", str(base), "--fractions", "0.1", "0.4", "--draws", "2",
+                 "--quiet", "--out", str(tmp_path / "cuts")]) == 0
+    printed = capsys.readouterr().out
+    assert "premise check of the same model" in printed
+    section = json.loads((tmp_path / "cuts" / "metrics.json").read_text())["cut_response"]
+    assert section["premise"]["channels"] == section["channels"] and "dead" in section
+    assert all("dead" in r for r in section["rows"] if r["k"] > 0)
