@@ -64,7 +64,7 @@ def find_lr(model: nn.Module, train_set: Any, cfg: TrainConfig, lf: LRFindConfig
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
     net = copy.deepcopy(model).to(device).train()
-    opt = _optimizer(net.parameters(), replace(cfg, lr=lf.start))
+    opt, _ = _optimizer(net.parameters(), replace(cfg, lr=lf.start))
     loader = make_loader(train_set, cfg.batch_size, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
                          generator=gen)
     criterion = nn.CrossEntropyLoss()
