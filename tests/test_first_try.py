@@ -34,24 +34,60 @@ def _own_csv(root: Path, n: int = 240) -> list[str]:
             "--split-column", "part", "--image-size", "32"]
 
 
+def _train_own(data: list[str], out: Path) -> list[str]:
+    """The README's first-try training on the user's CSV: the map the refusal asks for, the rate a range test picks."""
+    return ["train", *data, "--group-map", "light=0", "dark=1", "--group-names", "light", "dark",
+            "--model", "vgg11_bn", "--width", "0.125", "--epochs", "2", "--find-lr", "--batch-size", "16", "--quiet",
+            "--out", str(out)]
+
+
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory, one_thread):
-    """One trained run on the user's CSV, with the group map the refusal asks for."""
+    """One trained run on the user's CSV, at the rate `train --find-lr` picks.
+
+    240 images: SNNL-Fair scores 128-image batches of the 144 training images.
+    """
+    import contextlib
+    import io
+
     root = tmp_path_factory.mktemp("own")
-    data = _own_csv(root)
+    data = _own_csv(root, n=240)
     out = root / "base"
-    code = main(["train", *data, "--group-map", "light=0", "dark=1", "--group-names", "light", "dark",
-                 "--width", "0.125", "--epochs", "2", "--lr", "2e-3", "--batch-size", "16", "--quiet",
-                 "--out", str(out)])
-    assert code == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(_train_own(data, out)) == 0
+    (root / "train.txt").write_text(printed.getvalue())
     return root, data, out
+
+
+@pytest.fixture(scope="module")
+def own_audit(own_run):
+    """`audit --run` of the user's run against a copy trained with another augmentation: (exit code, stdout)."""
+    import contextlib
+    import io
+    import shutil
+
+    import equiprune.methods.runs as runs
+
+    root, data, out = own_run
+    other = root / "no-augment"
+    shutil.copytree(out, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["data"]["augment"] = "none"
+    (other / "config.json").write_text(json.dumps(cfg))
+    runs._announced.clear()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["audit", "--run", str(out), "--baseline", str(other), "--n-boot", "30", "--no-latency",
+                     "--quiet"])
+    return code, printed.getvalue()
 
 
 # ----------------------------------------------------------------------------- 1. group coding
 
 def test_a_two_valued_text_column_without_a_map_is_refused_with_the_map_to_pass(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EQUIPRUNE_CACHE", str(tmp_path / "cache"))
-    data, out = _own_csv(tmp_path, n=60), tmp_path / "run"
+    data, out = _own_csv(tmp_path, n=30), tmp_path / "run"
     assert main(["train", *data, "--width", "0.125", "--epochs", "1", "--quiet", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "two text values, 'dark' and 'light'" in err
@@ -60,60 +96,52 @@ def test_a_two_valued_text_column_without_a_map_is_refused_with_the_map_to_pass(
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 
-def test_every_verb_prints_the_group_coding_first_and_the_report_shows_it(own_run, capsys):
-    import equiprune.methods.runs as runs
-
+def test_every_verb_prints_the_group_coding_first_and_the_report_shows_it(own_run, own_audit):
     root, _, out = own_run
     cfg = json.loads((out / "config.json").read_text())
     line = "groups: 0 = light (skin = light); 1 = dark (skin = dark) [--group-map]"
     assert cfg["group_coding"] == line
-    runs._announced.clear()
-    capsys.readouterr()
-    assert main(["audit", "--run", str(out), "--n-boot", "50", "--quiet"]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == line
+    assert (root / "train.txt").read_text().splitlines()[0] == line
+    code, printed = own_audit
+    assert code == 0 and printed.splitlines()[0] == line
     page = (out / "report.html").read_text()
     assert "group coding" in page and "0 = light (skin = light)" in page
 
 
 def test_standard_codings_are_named():
     from equiprune.data import DataConfig
-    from equiprune.data.loaders import group_coding
+    from equiprune.data.loaders import _coding_line, synthderm_coding
 
-    assert "synthderm's coding" in group_coding(DataConfig(name="synthderm")).describe()
-    assert group_coding(DataConfig(name="synthderm")).describe().startswith("groups: 0 = light (I-III)")
+    line = synthderm_coding(DataConfig(name="synthderm")).describe()
+    assert "synthderm's coding" in line and line.startswith("groups: 0 = light (I-III)")
+    ita = _coding_line(DataConfig(name="synthderm", group_source="ita", ita_threshold=20), None)
+    assert ita.startswith("groups: 0 = ITA > 20° (lighter); 1 = ITA ≤ 20° (darker) [estimated from the pixels")
 
 
 # ----------------------------------------------------------------------------- 10. settings messages, baselines
 
 def test_a_settings_mismatch_names_only_the_fields_that_differ(own_run, capsys):
     root, data, out = own_run
-    code = main(["train", *data, "--group-map", "light=0", "dark=1", "--group-names", "light", "dark",
-                 "--width", "0.125", "--epochs", "2", "--lr", "2e-3", "--batch-size", "16", "--seed", "1", "--quiet",
-                 "--out", str(out)])
-    assert code == 2
+    assert main(_train_own(data, out) + ["--seed", "1"]) == 2
     err = capsys.readouterr().err
     assert "other settings (data.seed: 0 -> 1; train.seed: 0 -> 1). Use a new --out" in err and len(err) < 300
 
 
-def test_augmentation_is_not_other_data_and_a_refused_baseline_leaves_no_folder(own_run, tmp_path, capsys):
-    import shutil
-
+def test_augmentation_is_not_other_data_and_a_refused_baseline_leaves_no_folder(own_run, own_audit, tmp_path,
+                                                                                 capsys):
     root, data, out = own_run
-    other = tmp_path / "no-augment"
-    shutil.copytree(out, other)
+    assert own_audit[0] == 0          # the baseline differs in its training augmentation only
+    other = root / "no-augment"
     cfg = json.loads((other / "config.json").read_text())
-    cfg["data"]["augment"] = "none"
-    (other / "config.json").write_text(json.dumps(cfg))
-    assert main(["audit", "--run", str(out), "--baseline", str(other), "--n-boot", "50", "--quiet"]) == 0
-    capsys.readouterr()
     cfg["data"]["image_size"] = 40     # other images: refused, naming the one differing field
     (other / "config.json").write_text(json.dumps(cfg))
     new = tmp_path / "checkpoint-audit"
     code = main(["audit", "--checkpoint", str(out / "model.pt"), *data, "--group-map", "light=0", "dark=1",
-                 "--group-names", "light", "dark", "--baseline", str(other), "--n-boot", "50", "--quiet",
+                 "--group-names", "light", "dark", "--baseline", str(other), "--n-boot", "30", "--quiet",
                  "--out", str(new)])
     err = capsys.readouterr().err
+    cfg["data"]["image_size"] = 32
+    (other / "config.json").write_text(json.dumps(cfg))
     assert code == 2 and "(baseline -> this run: image_size: 40 -> 32)" in err
     assert not new.exists()
 
@@ -138,12 +166,11 @@ def test_training_warnings_read_the_history():
     assert "still falling" in training_warnings(still, labels, labels)[0]
 
 
-def test_a_rate_that_learns_nothing_is_warned_and_find_lr_picks_one_that_learns(tmp_path, capsys, monkeypatch,
-                                                                                 one_thread):
-    monkeypatch.setenv("EQUIPRUNE_CACHE", str(tmp_path / "cache"))
-    data = _own_csv(tmp_path, n=150) + ["--group-map", "light=0", "dark=1", "--width", "0.125", "--quiet",
-                                        "--batch-size", "16"]
-    assert main(["train", *data, "--epochs", "2", "--lr", "1e-7", "--out", str(tmp_path / "slow")]) == 0
+def test_a_rate_that_learns_nothing_is_warned(own_run, tmp_path, capsys):
+    root, data, _ = own_run
+    args = [*data, "--group-map", "light=0", "dark=1", "--width", "0.125", "--quiet", "--batch-size", "32",
+            "--max-rows", "60"]
+    assert main(["train", *args, "--epochs", "1", "--lr", "1e-7", "--out", str(tmp_path / "slow")]) == 0
     out = capsys.readouterr().out
     assert "warning: the training loss did not fall" in out and "--find-lr" in out
     metrics = json.loads((tmp_path / "slow" / "metrics.json").read_text())
@@ -152,20 +179,24 @@ def test_a_rate_that_learns_nothing_is_warned_and_find_lr_picks_one_that_learns(
     html_path, _ = write_run_report(tmp_path / "slow")
     assert "Warning: training did not learn" in html_path.read_text()
 
-    run = tmp_path / "found"     # (plain VGG-11 x0.125 needs more steps than this test takes: BN is quicker)
-    assert main(["train", *data, "--epochs", "2", "--find-lr", "--model", "vgg11_bn", "--out", str(run)]) == 0
-    out = capsys.readouterr().out
+
+def test_find_lr_picks_a_rate_that_learns_and_a_rerun_keeps_it(own_run, capsys):
+    root, data, run = own_run
+    printed = (root / "train.txt").read_text()
     found = json.loads((run / "lr_find.json").read_text())
     lr = json.loads((run / "config.json").read_text())["train"]["lr"]
     assert lr == pytest.approx(found["suggestion"]) and 1e-5 < lr < 0.1
-    assert f"learning-rate range test: lr {lr:.3g}" in out and "did not fall" not in out
+    assert f"learning-rate range test: lr {lr:.3g}" in printed and "did not fall" not in printed
     hist = json.loads((run / "metrics.json").read_text())["history"]
     assert hist[-1]["train_loss"] < 0.9 * np.log(3)
     stamp = (run / "lr_find.json").stat().st_mtime_ns
-    # the same command resumes at the same rate instead of testing again
-    assert main(["train", *data, "--epochs", "2", "--find-lr", "--model", "vgg11_bn", "--out", str(run)]) == 0
-    assert f"learning-rate range test: lr {lr:.3g}" in capsys.readouterr().out
+    # the same command resumes at the same rate instead of testing again (and names the augmentation it chose)
+    assert main(_train_own(data, run)) == 0
+    printed = capsys.readouterr().out
+    assert f"learning-rate range test: lr {lr:.3g}" in printed
     assert (run / "lr_find.json").stat().st_mtime_ns == stamp
+    assert ("augmentation (training images only): light = horizontal and vertical flips and a small random crop "
+            "[--augment auto picks it for csv; --augment paper for the papers' recipe") in printed
 
 
 # ----------------------------------------------------------------------------- 3-5. help, augmentation, audit output
@@ -179,28 +210,17 @@ def test_help_says_what_each_augmentation_preset_does_and_the_split_values(capsy
     assert "with values train, val and test" in text and "split here 70/15/15" in text
 
 
-def test_a_csv_dataset_gets_the_light_preset_and_train_names_the_choice(own_run, capsys):
+def test_a_csv_dataset_gets_the_light_preset():
     from equiprune.data import DataConfig
 
     assert DataConfig(name="csv").augment_preset == "light"
     assert DataConfig(name="fitzpatrick17k").augment_preset == "paper"
     assert DataConfig(name="csv", augment="paper").augment_preset == "paper"
+
+
+def test_audit_prints_per_group_accuracy_and_the_paired_differences_it_announces(own_run, own_audit):
     root, data, out = own_run
-    main(["train", *data, "--group-map", "light=0", "dark=1", "--group-names", "light", "dark",
-          "--width", "0.125", "--epochs", "2", "--lr", "2e-3", "--batch-size", "16", "--quiet", "--out", str(out)])
-    printed = capsys.readouterr().out
-    assert ("augmentation (training images only): light = horizontal and vertical flips and a small random crop "
-            "[--augment auto picks it for csv; --augment paper for the papers' recipe") in printed
-
-
-def test_audit_prints_per_group_accuracy_and_the_paired_differences_it_announces(own_run, tmp_path, capsys):
-    import shutil
-
-    root, data, out = own_run
-    other = tmp_path / "copy"
-    shutil.copytree(out, other)
-    assert main(["audit", "--run", str(out), "--baseline", str(other), "--n-boot", "50", "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    code, printed = own_audit
     audit = json.loads((out / "metrics.json").read_text())["audit"]
     acc_row = next(line for line in printed.splitlines() if line.startswith("Accuracy"))
     assert f"{audit['metrics']['acc_g0']:.3f}" in acc_row and f"{audit['metrics']['acc_g1']:.3f}" in acc_row
@@ -293,7 +313,7 @@ def test_compare_names_method_and_seed_on_every_loop_line_and_prints_the_premise
                                                                                                      capsys):
     root, data, base = own_run
     args = ["compare", "--run", str(base), "--methods", "vanilla", "scp", "--seeds", "0", "--max-iters", "1",
-            "--n-boot", "30", "--no-latency", "--out", str(tmp_path / "table")]
+            "--n-boot", "20", "--no-latency", "--out", str(tmp_path / "table")]
     assert main(args) == 0
     printed = capsys.readouterr().out
     loop = [line for line in printed.splitlines() if "iteration" in line.lower()]

@@ -171,7 +171,7 @@ def audit_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, 
     """
     from .methods.checkpoint_audit import StateDictArch, checkpoint_run
     plain = StateDictArch(arch, num_classes, width) if arch else None
-    rd = checkpoint_run(checkpoint, data, out, image_size=image_size, plain=plain, baseline_run=baseline_run)
+    rd = checkpoint_run(checkpoint, data, out, image_size=image_size, plain=plain, baseline_run=baseline)
     return audit(rd.path, cfg, baseline=baseline)
 
 

@@ -42,7 +42,7 @@ from .skin_tone import add_skin_tone_columns, estimate_skin_tone, ita_group_name
 from .synthderm import generate_synthderm
 from .transforms import build_transforms
 
-__all__ = ["SplitTables", "GroupCoding", "group_coding", "load_tables", "load_splits", "check_two_groups", "group_column", "ISIC_CLASSES",
+__all__ = ["SplitTables", "GroupCoding", "synthderm_coding", "load_tables", "load_splits", "check_two_groups", "group_column", "ISIC_CLASSES",
            "FITZPATRICK_GROUP_MAP", "DEFAULT_GROUP_COLUMN", "NpyImages"]
 
 SPLITS = ("train", "val", "test")
@@ -650,13 +650,6 @@ def synthderm_coding(cfg: DataConfig) -> GroupCoding:
     if cfg.synthderm.group_cue == "marker":
         return GroupCoding("clinic", {"A": 0, "B": 1}, names, "synthderm's marker mode: clinic B's images carry an ink mark")
     return GroupCoding("skin type", {"I-III": 0, "IV-VI": 1}, names, "synthderm's coding, as Fitzpatrick-17k's")
-
-
-def group_coding(cfg: DataConfig) -> GroupCoding | None:
-    """How `cfg`'s group column becomes groups 0 and 1, read from the metadata alone (no image opened)."""
-    if cfg.name == "synthderm":
-        return synthderm_coding(cfg)
-    return load_tables(cfg).coding
 
 
 def _synthderm_splits(cfg: DataConfig) -> DataSplits:

@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..data import DataConfig, load_splits
+from ..data import DataConfig
 from ..data.cache import atomic_write, file_sha256
 from ..engine import RunDir, claim_run_folder, on_main
 from ..models import ModelError, build_model, head_name, input_size
 from ..models.weights import load_pretrained, read_state_dict
 from .audit import AuditError, check_same_data
-from .runs import load_model_file, open_run, save_run_model
+from .runs import load_announced, load_model_file, open_run, save_run_model
 
 __all__ = ["StateDictArch", "checkpoint_run"]
 
@@ -143,7 +143,7 @@ def checkpoint_run(checkpoint: str | Path, data: DataConfig, out: str | Path,
     if baseline_run is not None:  # before `out` is claimed or made: a refused baseline leaves no folder
         check_same_data(open_run(baseline_run).data_config, data, baseline_run, out)
     claim = claim_run_folder(out)  # noqa: F841  (busy or read-only: refused before any image is decoded)
-    splits = load_splits(data, two_groups=True)
+    splits = load_announced(data, two_groups=True)
     notes = _check_classes(arch, extra, splits, data, checkpoint)
 
     rd = RunDir(out)

@@ -31,9 +31,7 @@ class LoadedRun:
     data_config: DataConfig
 
     def splits(self) -> DataSplits:
-        splits = load_splits(self.data_config)
-        announce_group_coding(splits)
-        return splits
+        return load_announced(self.data_config)
 
     @property
     def image_size(self) -> int:
@@ -46,6 +44,19 @@ class LoadedRun:
 
 
 _announced: set[str] = set()
+
+
+def load_announced(data: DataConfig, two_groups: bool = False) -> DataSplits:
+    """`load_splits`, then the group coding printed (`announce_group_coding`): how every verb loads its data.
+
+    A verb on a run (`LoadedRun.splits`), `train`, `train --method` and
+    `audit --checkpoint` all come through here, so every verb's first lines
+    say which group is 0 and which is 1; `two_groups` refuses a column that
+    does not give two groups, or two text values with no --group-map.
+    """
+    splits = load_splits(data, two_groups=two_groups)
+    announce_group_coding(splits)
+    return splits
 
 
 def announce_group_coding(splits: DataSplits) -> None:

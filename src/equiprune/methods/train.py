@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..data import DataConfig, DataSplits, load_splits
+from ..data import DataConfig, DataSplits
 from ..data.fingerprint import changed_tables, table_hashes
 from ..engine import (FitResult, RunDir, RunError, TrainConfig, claim_run_folder, evaluate, fit, on_main, read_json,
                       write_json)
@@ -16,7 +16,7 @@ from ..engine.lr_find import LRFindConfig, find_lr as lr_range_test
 from ..engine.train_health import training_warnings
 from ..models import build_model
 from ..models.weights import WeightsError, imagenet_preprocessing, load_pretrained, resolve_weights
-from .runs import announce_group_coding, save_run_model
+from .runs import load_announced, save_run_model
 
 
 @dataclass
@@ -179,8 +179,7 @@ def train_from_config(data: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig
     state, source = resolve_weights(model_cfg.weights, model_cfg.name, model_cfg.width)
     if model_cfg.weights == "imagenet" and model_cfg.weights_preprocessing:
         data = with_weights_preprocessing(data, model_cfg.name)
-    splits = load_splits(data, two_groups=True)
-    announce_group_coding(splits)
+    splits = load_announced(data, two_groups=True)
     on_main(print, data.describe_augment())
     arch = {"name": model_cfg.name, "num_classes": splits.num_classes, "width": model_cfg.width,
             "image_size": data.image_size}

@@ -81,15 +81,15 @@ def mitigate_from_run(parent_path: str | Path, cfg: MitigationConfig, out: str |
 def train_with_method(data: DataConfig, model_cfg: ModelConfig, cfg: MitigationConfig,
                       run_dir: str | Path | None = None) -> TrainRunResult:
     """`equiprune train --method`: train from scratch with a method (its `finetune` is the training budget)."""
-    from ...data import load_splits
     from ...models import build_model
+    from ..runs import load_announced
 
     cfg.validate()
     spec = spec_for(cfg)
     if spec.needs_parent:
         raise ValueError(f"{spec.name} {spec.parent_reason}; train a baseline first, then run "
                          f"`equiprune mitigate {spec.name} --run BASELINE --out OUT`")
-    splits = load_splits(data, two_groups=True)
+    splits = load_announced(data, two_groups=True)
     arch = {"name": model_cfg.name, "num_classes": splits.num_classes, "width": model_cfg.width,
             "image_size": data.image_size}
     import torch
