@@ -108,6 +108,17 @@ def test_every_verb_prints_the_group_coding_first_and_the_report_shows_it(own_ru
     assert "group coding" in page and "0 = light (skin = light)" in page
 
 
+def test_every_verb_loads_its_data_through_the_one_announcing_entry():
+    """mitigate, stress-groups, influence, trim, cluster, ... print the coding because none calls load_splits itself."""
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "equiprune"
+    callers = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if p.parts[-2] != "data"
+                     and any(isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None))
+                             == "load_splits" for n in ast.walk(ast.parse(p.read_text()))))
+    assert callers == ["methods/runs.py"], f"load data through methods.runs.load_announced, not in {callers}"
+
+
 def test_standard_codings_are_named():
     from equiprune.data import DataConfig
     from equiprune.data.loaders import _coding_line, synthderm_coding
