@@ -30,6 +30,10 @@ window.addEventListener('load', function () {
   var d = document.createElement('div');
   d.id = 'probe'; d.setAttribute('data-total', imgs.length); d.setAttribute('data-loaded', ok);
   d.setAttribute('data-tables', document.querySelectorAll('table').length);
+  var t1 = document.querySelectorAll('table.table1'), right = 0;
+  for (var j = 0; j < t1.length; j++) { right = Math.max(right, t1[j].getBoundingClientRect().right); }
+  d.setAttribute('data-table1', t1.length); d.setAttribute('data-right', Math.ceil(right));
+  d.setAttribute('data-width', document.documentElement.clientWidth);
   document.body.appendChild(d);
 });
 </script>"""
@@ -71,13 +75,16 @@ def _run(root: Path, name: str, audit: dict, kind: str) -> Path:
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (`apt-get install chromium`; "
                                              ".ci/run installs it)")
 def test_comparison_page_renders_tables_and_images(tmp_path):
+    """Thirteen runs (four methods x three seeds and their baseline): images decode, every row is there, and
+    both Table 1s (per run, mean ± sd) end inside a 1,400 px window (issue 22's screenshot check)."""
     ds = _Toy()
     cfg = AuditConfig(n_boot=50, latency=False, device="cpu")
     base = audit_model(_model(ds, 1.0, 1), ds, cfg)
     runs = [_run(tmp_path, "base", base.to_dict(), "train")]
-    for i, noise in enumerate((0.2, 0.4)):
-        a = audit_model(_model(ds, noise, 5 + i), ds, cfg, baseline=base.predictions)
-        runs.append(_run(tmp_path, f"pruned{i}", a.to_dict(), "scp"))
+    names = [f"{m}-seed{s}" for m in ("scp-fairprune", "random", "l1", "finetune") for s in (0, 1, 2)]
+    for i, name in enumerate(names):
+        a = audit_model(_model(ds, 0.1 + 0.05 * i, 5 + i), ds, cfg, baseline=base.predictions)
+        runs.append(_run(tmp_path, name, a.to_dict(), "scp"))
     res = compare_runs(runs, out_dir=tmp_path / "cmp")
     page = res.html_path.read_text()
     n_img = len(re.findall(r"<img\b", page))
@@ -88,6 +95,7 @@ def test_comparison_page_renders_tables_and_images(tmp_path):
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+           "--window-size=1400,1000", "--hide-scrollbars",
            f"--user-data-dir={tmp_path / 'profile'}", "--run-all-compositor-stages-before-draw",
            "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
     try:
@@ -96,12 +104,14 @@ def test_comparison_page_renders_tables_and_images(tmp_path):
         pytest.fail("headless Chromium did not finish within 90 s")
     dom = out.stdout
     assert "<table" in dom, f"Chromium produced no DOM (exit {out.returncode}): {out.stderr[-800:]}"
-    m = re.search(r'<div id="probe" data-total="(\d+)" data-loaded="(\d+)" data-tables="(\d+)"', dom)
+    m = re.search(r'<div id="probe" data-total="(\d+)" data-loaded="(\d+)" data-tables="(\d+)" '
+                  r'data-table1="(\d+)" data-right="(\d+)" data-width="(\d+)"', dom)
     assert m, "the load probe did not run; rendered DOM tail: " + dom[-500:]
-    total, loaded, tables = map(int, m.groups())
+    total, loaded, tables, table1, right, width = map(int, m.groups())
     assert total == n_img and loaded == n_img, f"{loaded} of {total} images decoded"
     assert tables == n_tables
     # The Table 1 rows for every run made it into the rendered page.
-    for name in ("base", "pruned0", "pruned1"):
+    for name in ["base", *names]:
         assert re.search(rf'<th scope="row">{name}</th>', dom)
     assert 'class="best"' in dom
+    assert table1 == 2 and width == 1400 and right <= width, f"Table 1 ends at {right} px in a {width} px window"
