@@ -192,13 +192,15 @@ def score_sections(audit: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def tradeoff_findings(audit: Mapping[str, Any], name: str = "this model", baseline: str = "the baseline"
-                      ) -> list[str]:
+def tradeoff_findings(audit: Mapping[str, Any], name: str = "this model", baseline: str = "the baseline",
+                      noise: str = "resampling noise") -> list[str]:
     """Call out a model that narrows Eodd while widening the AUC or ECE gap (paired, against its baseline).
 
     Eodd narrowed: its paired change is below 0. A gap widened: its paired
-    change is above 0; the sentence says whether that is beyond resampling
-    noise (the paired interval excludes 0).
+    change is above 0; the sentence says whether that is beyond `noise` (the
+    paired interval excludes 0). `noise` names where the intervals come from:
+    the audit's paired bootstrap, or e.g. "seed noise" when a benchmark hands
+    in intervals over seeds in the same shape.
     """
     pe = (audit.get("paired") or {}).get("eodd") or {}
     block = (audit.get("scores") or {}).get("two_groups") or {}
@@ -211,8 +213,8 @@ def tradeoff_findings(audit: Mapping[str, Any], name: str = "this model", baseli
         p = paired.get(key) or {}
         d = _f(p.get("estimate"))
         if math.isfinite(d) and d > 0:
-            noise = "beyond resampling noise" if p.get("excludes_zero") else "within resampling noise"
-            widened.append(f"the {label} by {d:+.3f} [{_f(p.get('lo')):+.3f}, {_f(p.get('hi')):+.3f}] ({noise})")
+            where = f"beyond {noise}" if p.get("excludes_zero") else f"within {noise}"
+            widened.append(f"the {label} by {d:+.3f} [{_f(p.get('lo')):+.3f}, {_f(p.get('hi')):+.3f}] ({where})")
     if not widened:
         return []
     eodd_noise = "beyond noise" if pe.get("excludes_zero") else "within noise"
