@@ -3,9 +3,9 @@
 For each of three synthderm variants (the demo's default; without the
 dark-skin contrast bias; the marker positive control of bench_demo.py) a
 baseline is trained once with `equiprune train`'s optimizer (Adam, lr 5e-4,
-cosine) on the demo's 5,000 images and split, at 32 px (not the demo's 64:
-the whole grid has to fit a shared 2-core machine) with batch 32 for 10
-epochs (12 for the marker data, as bench_demo.py), which makes it a real
+cosine) and split (70/15/15) on the demo's 5,000 images, at 32 px (not the
+demo's 64: the whole grid has to fit a shared 2-core machine) with batch 32
+for 10 epochs (12 for the marker data, as bench_demo.py), which makes it a real
 classifier (test accuracy ~0.95 on the default data, against macro-F1 0.345
 of the earlier 6-epoch quick baseline). Then every method below runs on it
 for seeds 0, 1, 2 with the `compare` table's runners
@@ -128,9 +128,8 @@ def seed_interval(diffs: list[float]) -> tuple[float, float, float]:
 def train_baselines(name: str, ds: Dataset, out: Path, quick: bool) -> dict[str, float]:
     """The dataset's VGG-11 baseline and its VGG-11-BN twin (for FairAdaBN); seconds each (0 when resumed)."""
     image_size = 32
-    # The demo's split: val and test large enough for a few hundred dark-skin images each.
-    data = DataConfig(name="synthderm", image_size=image_size, seed=0, val_fraction=0.2, test_fraction=0.25,
-                      progress=False, synthderm=ds.synth)
+    # `equiprune train`'s split (15% validation, 15% test: 750 test images, ~150 of them dark skin)
+    data = DataConfig(name="synthderm", image_size=image_size, seed=0, progress=False, synthderm=ds.synth)
     # `equiprune train`'s optimizer and learning rate (Adam, lr 5e-4), batch 32; the last epoch's model
     train = TrainConfig(epochs=ds.epochs, optimizer="adam", lr=5e-4, batch_size=32, progress=False)
     seconds = {}
@@ -330,7 +329,8 @@ def verdicts(res: dict) -> list[str]:
 
 
 def tradeoffs(res: dict) -> list[str]:
-    """Issue 23's call-out: a method that narrows Eodd while widening the AUC or ECE gap, against each reference.
+    """Issue 23's call-out: a method that narrows Eodd while widening the AUC or ECE gap, against each reference
+    (when the narrowing or the widening is beyond seed noise).
 
     The seed intervals are handed to `report.scores.tradeoff_findings` (the audit's own sentence) in its audit
     shape, so the rule and the wording are the project's one implementation.
@@ -345,6 +345,11 @@ def tradeoffs(res: dict) -> list[str]:
     for m, r in res["methods"].items():
         for which, ref in (("vanilla", "vanilla"), ("control", r.get("reference"))):
             if ref is None or f"eodd_vs_{which}" not in r:
+                continue
+            # Only where one side is beyond seed noise: Eodd narrowed beyond noise, or a gap widened beyond it
+            # (with both within noise the sentence would name every method on every run).
+            e, gaps = r[f"eodd_vs_{which}"], [r[f"{k}_vs_{which}"] for k in ("auc_gap", "ece_gap")]
+            if not (_below(e) or (e[0] < 0 and any(math.isfinite(g[1]) and g[1] > 0 for g in gaps))):
                 continue
             pseudo = {"paired": {"eodd": paired(r[f"eodd_vs_{which}"])},
                       "scores": {"two_groups": {"paired": {k: paired(r[f"{k}_vs_{which}"])
