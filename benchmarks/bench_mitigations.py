@@ -125,15 +125,15 @@ def seed_interval(diffs: list[float]) -> tuple[float, float, float]:
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
-def train_baselines(name: str, ds: Dataset, out: Path, quick: bool) -> dict[str, float]:
-    """The dataset's VGG-11 baseline and its VGG-11-BN twin (for FairAdaBN); seconds each (0 when resumed)."""
+def train_baselines(name: str, ds: Dataset, out: Path, quick: bool, bn: bool = True) -> dict[str, float]:
+    """The dataset's VGG-11 baseline and (`bn`) its VGG-11-BN twin for FairAdaBN; seconds of those trained now."""
     image_size = 32
     # `equiprune train`'s split (15% validation, 15% test: 750 test images, ~150 of them dark skin)
     data = DataConfig(name="synthderm", image_size=image_size, seed=0, progress=False, synthderm=ds.synth)
     # `equiprune train`'s optimizer and learning rate (Adam, lr 5e-4), batch 32; the last epoch's model
     train = TrainConfig(epochs=ds.epochs, optimizer="adam", lr=5e-4, batch_size=32, progress=False)
     seconds = {}
-    for arch, folder in (("vgg11", "baseline"), ("vgg11_bn", "baseline-bn")):
+    for arch, folder in (("vgg11", "baseline"), ("vgg11_bn", "baseline-bn"))[:2 if bn else 1]:
         path = out / name / folder
         t0 = time.perf_counter()
         if not (path / "model.pt").exists():
@@ -320,6 +320,14 @@ def verdicts(res: dict) -> list[str]:
                        f"({_iv(c)}): the fine-tuning alone explains it{cost}.")
     if not out:
         out.append("No method narrows Eodd beyond noise against vanilla (seed interval entirely below 0).")
+    for m, r in res["methods"].items():   # a no-op is a finding, not a result
+        for which, ref in (("vanilla", "vanilla"), ("control", r.get("reference"))):
+            if ref and f"eodd_vs_{which}" in r and all(r[f"{k}_vs_{which}"][0] == 0 and
+                                                       (not math.isfinite(r[f"{k}_vs_{which}"][1])
+                                                        or r[f"{k}_vs_{which}"][1] == r[f"{k}_vs_{which}"][2] == 0)
+                                                       for k, _, _ in METRICS):
+                out.append(f"{r['label']} gives the same numbers as {ref} on every seed: it changed nothing "
+                           "measurable with this budget.")
     q = qualifying(res)
     out.append("Issue 16's demo criterion (beyond noise against vanilla and the control, macro-F1 cost at most "
                "0.01, three seeds): " + (", ".join(r["label"] for _, r in q) + " qualif" + ("ies" if len(q) == 1
@@ -437,7 +445,7 @@ def main() -> None:
             continue
         if not args.report_only:
             print(f"[bench] {name}", flush=True)
-            train_baselines(name, ds, out, args.quick)
+            train_baselines(name, ds, out, args.quick, bn=any(m in BN_METHODS for m in methods))
             run_runs(name, out, args.seeds, args.quick, methods)
         if not args.run_only:
             results[name] = report_dataset(name, ds, out, args.seeds, args.quick, methods)

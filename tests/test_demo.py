@@ -32,6 +32,8 @@ def test_demo_writes_runs_report_and_findings(toy_demo):
     assert others == ["vanilla", "random channels", "fine-tune only"]
     assert res.findings[0].startswith("SCP against vanilla")
     assert any("cannot rank" in f for f in res.findings)  # one seed: the page says so
+    # Issue 16: the mitigation benchmark's verdict on this data is one of the findings, citing its table.
+    assert sum("benchmarks/results/mitigations.md" in f for f in res.findings) == 1
     kept = json.loads((out / "scp-seed0" / "metrics.json").read_text())["selection"]["best_iter"]
     assert f"SCP {kept};" in res.findings[-3]
     assert res.findings[-2].startswith("Premise check of the baseline:") and "separate the groups" in res.findings[-2]

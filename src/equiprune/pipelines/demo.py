@@ -99,6 +99,16 @@ def _fate_eodd(h: HeadToHead) -> float:
 
 LABELS = {"snnl": "SCP", "random": "random channels", "l1": "L1 channels", "none": "fine-tune only"}
 
+# Issue 16's rule for the demo: if a mitigation method narrows Eodd beyond noise on the demo's data at a macro-F1
+# cost of at most 0.01 over three seeds, the demo runs the best one beside SCP. The measurement
+# (benchmarks/bench_mitigations.py, every method against vanilla and against plain fine-tuning for the same
+# budget, seeds 0-2) found none, so the demo runs no mitigation and says so. Re-run the benchmark before changing it.
+MITIGATION_FINDING = (
+    "No mitigation method (`equiprune mitigate`: reweighting, resampling, GroupDRO, adversarial, "
+    "domain-independent, HSIC, MFD, SWA/SWAD, post-processing, FairAdaBN) narrowed Eodd beyond seed noise against "
+    "both vanilla and plain fine-tuning at a macro-F1 cost of at most 0.01 over seeds 0-2 on this data's "
+    "generator settings (benchmarks/results/mitigations.md), so the demo runs none beside SCP.")
+
 
 def _findings(heads: list[HeadToHead], seeds: tuple[int, ...]) -> list[str]:
     """Plain sentences: does SCP improve on vanilla, and does it beat each control?"""
@@ -185,7 +195,8 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     audit_run(base, audit_cfg)
     write_run_report(base, split=audit_cfg.split)
     runs, heads, before, premise = scp_against_controls(base, cfg, out, audit_cfg)
-    findings = _findings(heads, cfg.seeds) + [_selection_finding(runs)] + ([premise] if premise else [])
+    findings = (_findings(heads, cfg.seeds) + [MITIGATION_FINDING, _selection_finding(runs)]
+                + ([premise] if premise else []))
     for scorer, paths in runs.items():   # narrower Eodd bought with a wider AUC or ECE gap is called out
         for p in paths:
             audit = RunDir(p).read_metrics().get("audit") or {}
