@@ -43,6 +43,10 @@ class DemoConfig:
     n_boot: int = 500
     cut_fractions: tuple[float, ...] = (0.1, 0.4)  # cut response of the baseline (empty: skip it)
     cut_draws: int = 3
+    # A mitigation method (`equiprune mitigate` name) run beside SCP for the loop's whole fine-tuning budget,
+    # per seed, set against vanilla and fine-tune only. None: issue 16's benchmark found none that qualifies
+    # (MITIGATION_FINDING).
+    mitigation: str | None = None
     progress: bool = True
 
 
@@ -174,6 +178,30 @@ def scp_against_controls(base: Path, cfg: DemoConfig, out: Path, audit_cfg: Audi
     return runs, heads, before, premise
 
 
+def mitigation_beside_scp(base: Path, cfg: DemoConfig, out: Path, audit_cfg: AuditConfig,
+                          controls: dict[str, list[Path]]) -> tuple[list[Path], list[str]]:
+    """`cfg.mitigation` per seed for SCP's loop's whole budget; its head-to-head sentences against vanilla and
+    fine-tune only (paired bootstrap on the same test images)."""
+    from ..methods.mitigate import get_method, mitigate_from_run
+
+    spec = get_method(cfg.mitigation)
+    ft = TrainConfig(epochs=cfg.max_iters * cfg.finetune_epochs, optimizer="adam", lr=1e-4, schedule="cosine",
+                     select_on="last", progress=cfg.progress)
+    paths, lines = [], []
+    for i, seed in enumerate(cfg.seeds):
+        path = out / f"{spec.name}-seed{seed}"
+        mitigate_from_run(base, spec.config(finetune=ft, seed=seed, progress=cfg.progress), path)
+        audit_run(path, audit_cfg)
+        write_run_report(path, split=audit_cfg.split)
+        paths.append(path)
+        refs = [("vanilla", base)] + ([("fine-tune only", controls["none"][i])] if "none" in controls else [])
+        for other, ref in refs:
+            h = HeadToHead(seed=seed, other=other, **{k: v for k, v in paired_runs(ref, path, audit_cfg).items()
+                                                      if k in ("eodd", "f1")})
+            lines.append(h.sentence().replace("SCP", spec.label))
+    return paths, lines
+
+
 def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoResult:
     """synthderm → baseline → audit → SCP and its controls over seeds → one comparison report.
 
@@ -195,7 +223,15 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     audit_run(base, audit_cfg)
     write_run_report(base, split=audit_cfg.split)
     runs, heads, before, premise = scp_against_controls(base, cfg, out, audit_cfg)
-    findings = (_findings(heads, cfg.seeds) + [MITIGATION_FINDING, _selection_finding(runs)]
+    extra: list[Path] = []
+    if cfg.mitigation:
+        extra, lines = mitigation_beside_scp(base, cfg, out, audit_cfg, runs)
+        mitigation_finding = (f"Beside SCP, {cfg.mitigation} (the method issue 16's benchmark found to narrow the "
+                              "gap beyond noise at a macro-F1 cost of at most 0.01, benchmarks/results/mitigations.md)"
+                              ": " + "; ".join(lines) + ".")
+    else:
+        mitigation_finding = MITIGATION_FINDING
+    findings = (_findings(heads, cfg.seeds) + [mitigation_finding, _selection_finding(runs)]
                 + ([premise] if premise else []))
     for scorer, paths in runs.items():   # narrower Eodd bought with a wider AUC or ECE gap is called out
         for p in paths:
@@ -212,8 +248,8 @@ def demo(cfg: DemoConfig | None = None, out: str | Path = "runs/demo") -> DemoRe
     write_json(out / "findings.json", {"findings": findings,
                                        "head_to_head": [{"seed": h.seed, "other": h.other, "eodd": asdict(h.eodd),
                                                          "f1": asdict(h.f1)} for h in heads]})
-    all_runs = [base] + [p for ps in runs.values() for p in ps]
-    names = ["vanilla"] + [LABELS.get(s, s) for s, ps in runs.items() for _ in ps]
+    all_runs = [base] + [p for ps in runs.values() for p in ps] + extra
+    names = ["vanilla"] + [LABELS.get(s, s) for s, ps in runs.items() for _ in ps] + [str(cfg.mitigation)] * len(extra)
     seeds_note = (f"This demo ran {len(cfg.seeds)} fine-tuning seed(s) ({', '.join(map(str, cfg.seeds))}) per "
                   "method to stay within about 5 minutes on 2 CPU cores; a single seed cannot rank the methods "
                   "(`equiprune demo --seeds 0,1,2` or `equiprune compare --seeds 0 1 2` gives mean and spread). "
