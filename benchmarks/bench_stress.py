@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=None)
     ap.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="runs/bench-stress")
+    ap.add_argument("--suffix", default="", help="results key = method + this (keeps an earlier entry of the method)")
     args = ap.parse_args()
     flips = tuple(args.flips or ((0.0, 0.3) if args.quick else (0.0, 0.1, 0.3)))
     seeds = tuple(args.seeds or ((0, 1) if args.quick else (0, 1, 2)))
@@ -193,7 +194,8 @@ def main() -> None:
                            progress=False, **VARIANTS[name])
         t = time.perf_counter()
         section = api.stress_groups(run, cfg, out / name).to_dict()
-        curves = res_dir / f"{stem}_{name}.png"
+        slug = "-".join("".join(c if c.isalnum() else " " for c in args.suffix).split())
+        curves = res_dir / f"{stem}_{name}{'-' + slug if slug else ''}.png"
         shutil.copyfile(out / name / "plots" / "stress-ratios.png", curves)
         entry = {**section, "findings": stress_findings(section), "seconds": time.perf_counter() - t,
                  "seeds": list(seeds), "budget": budget, "folder": str(out / name), "curves": curves.name,
@@ -204,7 +206,7 @@ def main() -> None:
             entry["group_sensitivity"] = extra["fairprune"] = fairprune_group_sensitivity(run)
         # Methods may run in separate processes: re-read the file and replace only this method's entry.
         stored = json.loads(path.read_text()) if path.exists() else {}
-        results = {**stored.get("methods", {}), name: entry}
+        results = {**stored.get("methods", {}), name + args.suffix: entry}
         meta = {"quick": args.quick, "run": str(run), "machine": f"{platform.machine()}, "
                 f"{torch.get_num_threads()} threads", "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
         path.write_text(json.dumps({"meta": meta, "methods": results}, indent=2) + "\n")

@@ -103,7 +103,8 @@ class StressConfig:
         self.method_config(0).validate()
 
     def method_config(self, seed: int, cheap: bool = False) -> Any:
-        """The method's own config for one seed (`cheap`: one cut, no fine-tuning: the attacker's objective)."""
+        """The method's own config for one seed (`cheap`: the attacker's objective, one cut with no fine-tuning
+        or one epoch of a mitigation)."""
         return METHODS[self.method](self, seed, cheap)[0]
 
 
