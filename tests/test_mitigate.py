@@ -427,6 +427,15 @@ def test_fme_loss_equals_a_direct_computation(splits32):
         direct += w * (ce + 0.5 * hsic)
     assert float(loss.detach()) == pytest.approx(float(direct.detach()), rel=1e-5)
     plugin.tap.remove()
+    # The fresh exits train at exit_lr with the final classifier, the backbone at the budget's lr.
+    from equiprune.engine.train import _optimizer
+    budget = _ft()
+    budget.lr = 1e-4
+    opt, _ = _optimizer(model.parameters(), plugin.train_config(budget), model)
+    exits = {id(p) for p in plugin.heads.parameters()}
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-3]
+    assert exits <= {id(p) for p in opt.param_groups[1]["params"]}
+    assert not exits & {id(p) for p in opt.param_groups[0]["params"]}
 
 
 def test_me_fairprune_cuts_channels_of_the_multi_exit_model_and_it_reloads(base_run):

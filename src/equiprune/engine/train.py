@@ -82,10 +82,12 @@ class FitResult:
 
 
 def _split_head(model: nn.Module, params: list[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(backbone, head) among `params`; the head is the model's last Linear (`models.weights.head_name`)."""
+    """(backbone, head) among `params`; the head is the model's last Linear (`models.weights.head_name`)
+    and any side-branch classifier (a multi-exit network's internal exits, `models.multi_exit`)."""
     from ..models.weights import head_name
 
-    head_ids = {id(p) for p in model.get_submodule(head_name(model)).parameters()}
+    heads = [model.get_submodule(head_name(model))] + [m for m in model.modules() if getattr(m, "side_branch", False)]
+    head_ids = {id(p) for h in heads for p in h.parameters()}
     return [p for p in params if id(p) not in head_ids], [p for p in params if id(p) in head_ids]
 
 

@@ -155,8 +155,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def head_name(model: nn.Module) -> str:
-    """Module path of the classifier head: the last ``nn.Linear`` (``classifier.6``, ``fc``, ``heads.head``)."""
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    """Module path of the classifier head: the last ``nn.Linear`` (``classifier.6``, ``fc``, ``heads.head``).
+
+    Side branches (a multi-exit network's internal classifiers) are not the head.
+    """
+    from .zoo import main_path_modules
+    linears = [n for n, m in main_path_modules(model) if isinstance(m, nn.Linear)]
     if not linears:
         raise ModelError("model has no Linear layer to serve as its classifier head")
     return linears[-1]

@@ -64,6 +64,11 @@ class MitigationConfig:
 class Mitigation(TrainPlugin):
     """A method's plugin into `engine.fit`, plus `finish`, run once after training."""
 
+    def train_config(self, train: TrainConfig) -> TrainConfig:
+        """The training settings the method trains with (default: the budget unchanged; FME raises its
+        fresh exits' learning rate)."""
+        return train
+
     def finish(self, model: nn.Module, splits: Any) -> dict[str, Any]:
         """Last step after training (on the trained model, in place); returns the method's metrics section."""
         return {}

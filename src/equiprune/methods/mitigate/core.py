@@ -44,7 +44,8 @@ def run_mitigation(model: nn.Module, splits: Any, cfg: MitigationConfig,
     plugin: Mitigation = spec.build(model, splits, cfg)
     result = None
     if spec.trains and cfg.finetune.epochs > 0:
-        result = fit(model, splits, replace(cfg.finetune, seed=cfg.seed), run_dir=run_dir, plugin=plugin)
+        result = fit(model, splits, plugin.train_config(replace(cfg.finetune, seed=cfg.seed)), run_dir=run_dir,
+                     plugin=plugin)
         model = result.model
     section = {"method": spec.name, "group_at_inference": spec.group_at_inference, **plugin.finish(model, splits)}
     return MitigationResult(model=model, method=spec.name, fit=result, section=section)
@@ -98,5 +99,5 @@ def train_with_method(data: DataConfig, model_cfg: ModelConfig, cfg: MitigationC
     plugin = spec.build(model, splits, cfg)
     settings = asdict(cfg)
     settings.pop("finetune")  # recorded once, as the run's `train` settings
-    return train_model(model, splits, cfg.finetune, run_dir=run_dir, arch=arch, data_config=data, plugin=plugin,
+    return train_model(model, splits, plugin.train_config(cfg.finetune), run_dir=run_dir, arch=arch, data_config=data, plugin=plugin,
                        method={"name": spec.name, "settings": settings})

@@ -26,7 +26,7 @@ Group at inference: NOT needed (the exit rule reads only the confidences).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,19 +48,28 @@ class FMEConfig(MitigationConfig):
     lam: float = 0.5
     threshold: float = DEFAULT_THRESHOLD
     weights: str = "equal"
+    exit_lr: float = 1e-3
 
     HELP = {"lam": "weight λ of each exit's per-class HSIC(feature, group) term (default 0.5, the FME code's; "
                    "0 trains a plain multi-exit network)",
             "threshold": "early-exit confidence θ: an item leaves at the first internal exit whose top softmax "
                          "probability is >= θ (default 0.8, the FME code's)",
             "weights": "per-exit loss weights: equal (the code's HSIC multi-exit training), ramp (0.3 ... 0.9, its "
-                       "CE/MFD multi-exit training) or a comma list, one number per exit"}
+                       "CE/MFD multi-exit training) or a comma list, one number per exit",
+            "exit_lr": "learning rate of the classifiers (the new exits and the final one; default 1e-3: at the "
+                       "fine-tuning rate 1e-4 fresh exits stay near chance within the budget); 0: the training lr"}
 
     def validate(self) -> None:
         super().validate()
         self.check("lam", self.lam, self.lam >= 0, ">= 0")
         self.check("threshold", self.threshold, 0 < self.threshold <= 1, "in (0, 1]")
+        self.check("exit_lr", self.exit_lr, self.exit_lr >= 0, ">= 0")
         exit_weights(self.weights, 5)
+
+
+def with_exit_lr(train: Any, exit_lr: float) -> Any:
+    """The training config with the classifiers' (exits' and final head's) learning rate `exit_lr` (0: unchanged)."""
+    return replace(train, head_lr=exit_lr) if exit_lr > 0 else train
 
 
 def exit_weights(spec: str, num_exits: int) -> list[float]:
@@ -96,10 +105,14 @@ class FME(Mitigation):
     """The multi-exit loss over every exit of `heads` (the final exit's feature by a `FeatureTap`)."""
 
     def __init__(self, model: nn.Module, heads: ExitHeads, num_classes: int, num_groups: int, lam: float,
-                 weights: list[float]) -> None:
+                 weights: list[float], exit_lr: float = 0.0) -> None:
         self.heads, self.num_classes, self.num_groups, self.lam, self.weights = heads, num_classes, num_groups, lam, \
             weights
+        self.exit_lr = exit_lr
         self.tap = FeatureTap(model) if lam > 0 else None
+
+    def train_config(self, train: Any) -> Any:
+        return with_exit_lr(train, self.exit_lr)
 
     def loss(self, net, x, y, g):
         out = self.forward(net, x, g)
@@ -136,7 +149,7 @@ def exit_usage(model: nn.Module, dataset: Any) -> dict[str, Any]:
 def build(model: nn.Module, splits: Any, cfg: FMEConfig) -> FME:
     heads = attach_exits(model, splits.num_classes, cfg.threshold)
     return FME(model, heads, splits.num_classes, num_groups_of(splits), cfg.lam,
-               exit_weights(cfg.weights, heads.num_exits))
+               exit_weights(cfg.weights, heads.num_exits), cfg.exit_lr)
 
 
 def check_model(model: nn.Module) -> None:

@@ -46,13 +46,15 @@ class MEFairPruneConfig(MitigationConfig):
     lam: float = 0.0
     threshold: float = DEFAULT_THRESHOLD
     weights: str = "equal"
+    exit_lr: float = 1e-3
 
     HELP = {"pr": "fraction of the last conv layer's channels FairPrune removes (default 0.35, FairPrune's)",
             "beta": "weight β of the privileged group's curvature (default 0.33, FairPrune's)",
             "lam": "HSIC weight λ of the multi-exit training (default 0: cross-entropy at every exit)",
             "threshold": "early-exit confidence θ of the exits added to a single-exit model (default 0.8; a "
                          "multi-exit start model keeps its own)",
-            "weights": "per-exit loss weights of the multi-exit training: equal, ramp or a comma list"}
+            "weights": "per-exit loss weights of the multi-exit training: equal, ramp or a comma list",
+            "exit_lr": "learning rate of the classifiers in the multi-exit training (default 1e-3, as fme's)"}
 
     def validate(self) -> None:
         super().validate()
@@ -60,6 +62,7 @@ class MEFairPruneConfig(MitigationConfig):
         self.check("beta", self.beta, self.beta >= 0, ">= 0")
         self.check("lam", self.lam, self.lam >= 0, ">= 0")
         self.check("threshold", self.threshold, 0 < self.threshold <= 1, "in (0, 1]")
+        self.check("exit_lr", self.exit_lr, self.exit_lr >= 0, ">= 0")
         exit_weights(self.weights, 5)
 
 
@@ -72,9 +75,11 @@ def run(model: nn.Module, splits: Any, cfg: MEFairPruneConfig, run_dir: str | Pa
     fitted = None
     trained = exit_heads(model) is None
     if trained:
-        plugin = build_fme(model, splits, FMEConfig(lam=cfg.lam, threshold=cfg.threshold, weights=cfg.weights))
+        plugin = build_fme(model, splits, FMEConfig(lam=cfg.lam, threshold=cfg.threshold, weights=cfg.weights,
+                                                    exit_lr=cfg.exit_lr))
         if cfg.finetune.epochs > 0:
-            fitted = fit(model, splits, replace(cfg.finetune, seed=cfg.seed), run_dir=rd, plugin=plugin)
+            fitted = fit(model, splits, plugin.train_config(replace(cfg.finetune, seed=cfg.seed)), run_dir=rd,
+                         plugin=plugin)
             model = fitted.model
         if plugin.tap is not None:
             plugin.tap.remove()
