@@ -454,3 +454,21 @@ def test_me_fairprune_cuts_channels_of_the_multi_exit_model_and_it_reloads(base_
     assert section["fairprune"]["channels_removed"] == before - after > 0
     assert heads is not None and heads.branches[3][0].in_channels == after  # the last exit's input shrank too
     assert exit_heads(parent.model) is None and len(section["exits"]["share"]) == 5
+
+
+def test_scp_on_an_fme_run_cuts_the_backbone_and_the_last_exit_follows(base_run):
+    """The SCP paper's SCP-X: `prune scp --run <fme run>` through the existing chaining."""
+    from equiprune.methods.mitigate import mitigate_from_run
+    from equiprune.methods.mitigate.fme import FMEConfig
+    from equiprune.methods.runs import open_run
+    from equiprune.methods.scp import SCPConfig, scp_from_run
+    from equiprune.models import exit_heads
+
+    fme = base_run / "fme"   # made by the parametrised CLI test when the whole module runs
+    if not (fme / "model.pt").exists():
+        mitigate_from_run(base_run / "base", FMEConfig(finetune=_ft(1), progress=False), fme)
+    scp_from_run(fme, SCPConfig(scorer="random", n=3, max_iters=1, select="last", th_acc=1.0,
+                                      finetune=None, progress=False), base_run / "scp-fme")
+    model = open_run(base_run / "scp-fme").model
+    assert model.features[18].out_channels == open_run(fme).model.features[18].out_channels - 3  # the backbone's
+    assert exit_heads(model).branches[3][0].in_channels == model.features[18].out_channels
