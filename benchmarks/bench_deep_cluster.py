@@ -42,6 +42,29 @@ THESIS_23 = [  # model, data, pre NMI/ARI/ACC, post NMI/ARI/ACC (Table 2.3), que
 ]
 
 
+STAGE_FILES = {"score": ("model.pt", "score"), "decision": ("model.pt", "decision"),
+               "defended-same-generator": ("defended.pt", "score"), "defended-adaptive": ("defended.pt", "defended")}
+
+
+def with_control(folder: Path, sec: dict, source: ImageSource, mcfg: DeepClusterConfig, eps: float) -> dict:
+    """Stages run before the random control existed: measure it from the saved model and generator."""
+    import torch
+
+    from equiprune.cluster.deep_attack import Generator, evaluate
+    from equiprune.cluster.deep_model import DeepClusterer
+    images = None
+    for stage, st in sec["stages"].items():
+        if st.get("changed_random") is not None:
+            continue
+        images = images or source.load()
+        model = DeepClusterer(images.X.shape[1:], mcfg)
+        model.load_state_dict(torch.load(folder / STAGE_FILES[stage][0], weights_only=True))
+        G = Generator(images.X.shape[1])
+        G.load_state_dict(torch.load(folder / f"generator_{STAGE_FILES[stage][1]}.pt", weights_only=True))
+        st["changed_random"] = evaluate(model.eval(), G.eval(), images.X, images.y, eps)["changed_random"]
+    return sec
+
+
 def _fmt(d: dict) -> str:
     return f"{d['nmi']:.2f} / {d['ari']:.2f} / {d['acc']:.2f}"
 
@@ -64,35 +87,41 @@ def main() -> None:
              "## Table 2.3 / 2.4's form: NMI / ARI / ACC before -> after, queries", "",
              "eps = L2 budget on pixels in [0, 1] (3 on 28 x 28 MNIST and 6 on 3 x 32 x 32 synthderm: the same "
              "RMS change per pixel, about 0.11). queries = batched black-box calls while training the generator "
-             "(batches of 64; NES spends 21 per step). changed = images whose cluster moved.", "",
-             "| data | model | attack | eps | before | after | changed | clusters used after | queries | "
-             "mean L2 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "(batches of 64; NES spends 21 per step). changed = images whose cluster moved; random = the control, "
+             "images moved in a random direction by the same norms.", "",
+             "| data | model | attack | eps | before | after | changed | random | clusters used after | queries | "
+             "mean L2 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, source, mcfg, eps in sets:
         acfg = DeepAttackConfig(eps=eps, steps=steps)
         sec = deep_attack_to_folder(source, work / f"attack-{name}", mcfg, acfg, progress=False)
+        sec = with_control(work / f"attack-{name}", sec, source, mcfg, eps)
         results["attack"][name] = sec
         for st in sec["stages"].values():
             lines.append(f"| {name} | {st['model']} | {st['attack']} | {eps:g} | {_fmt(st['before'])} | "
-                         f"{_fmt(st['after'])} | {st['changed']:.1%} | {st['clusters_after']} of {mcfg.k} | "
+                         f"{_fmt(st['after'])} | {st['changed']:.1%} | {st['changed_random']:.1%} | "
+                         f"{st['clusters_after']} of {mcfg.k} | "
                          f"{st.get('queries', '-')} | {st['mean_norm']:.2f} |")
         print("\n".join(lines[-len(sec["stages"]):]), flush=True)
     sweep = [1.5, 3.0, 5.0] if not args.quick else [5.0]
     lines += ["", "### Score-based attack against the budget (MNIST; the thesis's Fig. 2.10 shape)", "",
-              "| eps | before | after | changed |", "|---|---|---|---|"]
+              "| eps | before | after | changed | random |", "|---|---|---|---|---|"]
     for eps in sweep:
         acfg = DeepAttackConfig(eps=eps, steps=steps)
         sec = deep_attack_to_folder(sets[0][1], work / f"sweep-{eps:g}", sets[0][2], acfg, modes=("score",),
                                     defense=False, progress=False)
-        st = sec["stages"]["score"]
+        st = with_control(work / f"sweep-{eps:g}", sec, sets[0][1], sets[0][2], eps)["stages"]["score"]
         results["sweep"][str(eps)] = st
-        lines.append(f"| {eps:g} | {_fmt(st['before'])} | {_fmt(st['after'])} | {st['changed']:.1%} |")
+        lines.append(f"| {eps:g} | {_fmt(st['before'])} | {_fmt(st['after'])} | {st['changed']:.1%} | "
+                     f"{st['changed_random']:.1%} |")
         print(lines[-1], flush=True)
     lines += ["", "## Transfer to a clustering service (thesis §2.4's form)", "",
               "A surrogate DEC (seed 0) attacked through its own gradients; its adversarial images sent to each "
               "stand-in service once, clean images once. Transfer rate = share of the images moved on the "
-              "surrogate that also moved on the service (service ids matched between the two calls).", "",
+              "surrogate that also moved on the service (service ids matched between the two calls). The control: "
+              "the same images moved in random directions by the same norms, sent as a third album.", "",
               "| data | service | surrogate before -> after (NMI) | service before -> after (NMI / ARI / ACC) | "
-              "moved on surrogate | moved on service | transfer rate |", "|---|---|---|---|---|---|---|"]
+              "moved on surrogate | moved on service | transfer rate | random: moved on service, service after |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, source, mcfg, eps in sets:
         for stand_in in ("kmeans", "dec"):
             acfg = DeepAttackConfig(eps=eps, steps=steps, gradient="exact")
@@ -102,7 +131,8 @@ def main() -> None:
             s = t["surrogate"]
             lines.append(f"| {name} | {t['service']} | {s['before']['nmi']:.2f} -> {s['after']['nmi']:.2f} | "
                          f"{_fmt(t['service_before'])} -> {_fmt(t['service_after'])} | {t['surrogate_changed']:.1%} | "
-                         f"{t['service_changed']:.1%} | {t['transfer_rate']:.1%} |")
+                         f"{t['service_changed']:.1%} | {t['transfer_rate']:.1%} | "
+                         f"{t['random_control']['service_changed']:.1%}, {_fmt(t['random_control']['service_after'])} |")
             print(lines[-1], flush=True)
     lines += ["", "## The thesis's numbers (not comparable: CIFAR/STL, models we cannot train here)", "",
               "| model | data | before (NMI / ARI / ACC) | after | queries (batches of 256) |", "|---|---|---|---|---|"]

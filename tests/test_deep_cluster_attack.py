@@ -137,3 +137,25 @@ def test_cli_attack_deep_resumes_and_transfer_runs(tmp_path, capsys):
     assert main(["cluster", "transfer", *common, "--service-stand-in", "kmeans", "--out", str(tmp_path / "t")]) == 0
     assert "transfer rate" in capsys.readouterr().out
     assert (tmp_path / "t" / "report.html").exists() and (out / "report.html").exists()
+
+
+def test_cifar_and_stl_binary_releases_are_read_from_the_users_folder(tmp_path):
+    from equiprune.cluster.deep_data import ImageSource
+    rng = np.random.default_rng(0)
+    rec = np.concatenate([np.array([[3], [7]], np.uint8), rng.integers(0, 256, (2, 3072), dtype=np.uint8)], 1)
+    (tmp_path / "cifar-10-batches-bin").mkdir()
+    rec.tofile(tmp_path / "cifar-10-batches-bin" / "test_batch.bin")
+    im = ImageSource("cifar10", root=str(tmp_path), n=None).load()
+    assert im.X.shape == (2, 3, 32, 32) and im.y.tolist() == [3, 7]
+    assert im.X[1, 0, 0, 1] == pytest.approx(rec[1, 2] / 255)            # red plane first, row-major
+    pixels = rng.integers(0, 256, (2, 3, 96, 96), dtype=np.uint8)
+    pixels.transpose(0, 1, 3, 2).tofile(tmp_path / "test_X.bin")          # STL-10 stores columns first
+    np.array([1, 10], np.uint8).tofile(tmp_path / "test_y.bin")
+    stl = ImageSource("stl10", root=str(tmp_path), n=None).load()
+    assert stl.y.tolist() == [0, 9] and np.allclose(stl.X * 255, pixels)
+    (tmp_path / "py" / "cifar-10-batches-py").mkdir(parents=True)
+    (tmp_path / "py" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"pickle")
+    with pytest.raises(FileNotFoundError, match="python-pickle release, which is not read"):
+        ImageSource("cifar10", root=str(tmp_path / "py"), n=None).load()
+    with pytest.raises(ValueError, match="--root"):
+        ImageSource("stl10")

@@ -125,6 +125,7 @@ class DeepAttackResult:
     mean_norm: float
     max_norm: float
     clusters_after: int            # clusters still used (the thesis's "clustering breakdown")
+    changed_random: float = float("nan")   # the control: random directions of the same norms
     history: list[dict[str, float]] = field(default_factory=list)
     generator: Generator | None = field(default=None, repr=False)
 
@@ -187,17 +188,33 @@ def train_generator(box: BlackBox, X: np.ndarray, cfg: DeepAttackConfig, model: 
     return G.eval(), history
 
 
-def evaluate(model: nn.Module, G: Generator, X: np.ndarray, y: np.ndarray, eps: float,
-             batch: int = 512) -> tuple[dict[str, float], dict[str, float], float, float, float, int]:
-    """The defender's measurement (not counted as queries): scores before/after, changed share, norms."""
-    from .deep_model import cluster_labels
+def adversarial_images(G: Generator, X: np.ndarray, eps: float, batch: int = 512) -> torch.Tensor:
     x = torch.as_tensor(X, dtype=torch.float32)
     with torch.no_grad():
-        x_adv = torch.cat([perturb(G, x[i:i + batch], eps) for i in range(0, len(x), batch)])
-    before, after = cluster_labels(model, x), cluster_labels(model, x_adv)
+        return torch.cat([perturb(G, x[i:i + batch], eps) for i in range(0, len(x), batch)])
+
+
+def random_like(X: np.ndarray, x_adv: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The control: each image moved in a random direction by its adversarial perturbation's norm."""
+    x = torch.as_tensor(X, dtype=torch.float32)
+    u = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     norms = (x_adv - x).flatten(1).norm(dim=1)
-    return (scores(y, before), scores(y, after), float((before != after).mean()), float(norms.mean()),
-            float(norms.max()), int(len(np.unique(after))))
+    u = u / u.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1))) * norms.view(-1, *([1] * (x.dim() - 1)))
+    return (x + u).clamp(0, 1)
+
+
+def evaluate(model: nn.Module, G: Generator, X: np.ndarray, y: np.ndarray, eps: float) -> dict[str, Any]:
+    """The defender's measurement (not counted as queries): scores before/after, changed share, norms,
+    and the share changed by random perturbations of the same norms (the control)."""
+    from .deep_model import cluster_labels
+    x = torch.as_tensor(X, dtype=torch.float32)
+    x_adv = adversarial_images(G, X, eps)
+    before, after = cluster_labels(model, x), cluster_labels(model, x_adv)
+    rand = cluster_labels(model, random_like(X, x_adv))
+    norms = (x_adv - x).flatten(1).norm(dim=1)
+    return {"before": scores(y, before), "after": scores(y, after), "changed": float((before != after).mean()),
+            "mean_norm": float(norms.mean()), "max_norm": float(norms.max()),
+            "clusters_after": int(len(np.unique(after))), "changed_random": float((before != rand).mean())}
 
 
 def run_deep_attack(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: DeepAttackConfig,
@@ -209,9 +226,9 @@ def run_deep_attack(model: nn.Module, X: np.ndarray, y: np.ndarray, cfg: DeepAtt
     else:
         box = BlackBox(lambda x: model(x), k)
     G, history = train_generator(box, X, cfg, model=model if cfg.gradient == "exact" else None, progress=progress)
-    before, after, changed, mean_norm, max_norm, used = evaluate(model, G, X, y, cfg.eps)
-    return DeepAttackResult(cfg.mode, before, after, changed, box.queries, box.images, mean_norm, max_norm, used,
-                            history, G)
+    e = evaluate(model, G, X, y, cfg.eps)
+    return DeepAttackResult(cfg.mode, e["before"], e["after"], e["changed"], box.queries, box.images,
+                            e["mean_norm"], e["max_norm"], e["clusters_after"], e["changed_random"], history, G)
 
 
 def adversarial_retrain(model: nn.Module, G: Generator, X: np.ndarray, eps: float, epochs: int = 5,

@@ -50,7 +50,7 @@ def _row(model: str, attack: str, r: dict[str, Any]) -> dict[str, Any]:
     return {"model": model, "attack": attack,
             **{f"{k}_before": r["before"][k] for k in ("nmi", "ari", "acc")},
             **{f"{k}_after": r["after"][k] for k in ("nmi", "ari", "acc")},
-            "changed": r["changed"], "queries": r.get("queries", 0), "image_queries": r.get("image_queries", 0),
+            "changed": r["changed"], "changed_random": r.get("changed_random"), "queries": r.get("queries", 0), "image_queries": r.get("image_queries", 0),
             "mean_norm": r["mean_norm"], "clusters_after": r["clusters_after"]}
 
 
@@ -94,12 +94,9 @@ def deep_attack_to_folder(source: ImageSource, out: str | Path, model_cfg: DeepC
                           make=lambda: adversarial_retrain(model, G, images.X, attack_cfg.eps, defense_epochs,
                                                            model_cfg.seed))
         if "defended-same-generator" not in stages:
-            before, after, changed, mean_norm, max_norm, used = evaluate(defended, G, images.X, images.y,
-                                                                         attack_cfg.eps)
             stages["defended-same-generator"] = {"model": "DEC + adversarial retraining",
                                                  "attack": f"{first}-based, the undefended model's generator",
-                                                 "before": before, "after": after, "changed": changed,
-                                                 "mean_norm": mean_norm, "max_norm": max_norm, "clusters_after": used}
+                                                 **evaluate(defended, G, images.X, images.y, attack_cfg.eps)}
             save()
         if "defended-adaptive" not in stages:
             cfg = DeepAttackConfig(**{**asdict(attack_cfg), "mode": first})
@@ -168,17 +165,21 @@ def transfer_to_folder(source: ImageSource, out: str | Path,
         summary = r.summary()
         rd.set_section("surrogate_attack", summary)
         _save_generator(rd, "surrogate", G)
-    from .deep_attack import perturb
-    x = torch.as_tensor(images.X)
-    with torch.no_grad():
-        x_adv = perturb(G, x, attack_cfg.eps).numpy()
+    from .deep_attack import adversarial_images, random_like
+    x_adv = adversarial_images(G, images.X, attack_cfg.eps)
+    x_rand = random_like(images.X, x_adv).numpy()
+    x_adv = x_adv.numpy()
     np.save(rd.file("adversarial_images.npy"), x_adv)
     clean_labels = query_service(service, images.X, "clean")
     adv_labels = query_service(service, x_adv, "adversarial")
-    t = transfer_rate(clean_labels, adv_labels, cluster_labels(surrogate, images.X), cluster_labels(surrogate, x_adv),
-                      images.y)
+    rand_labels = query_service(service, x_rand, "randomly perturbed")
+    sur_clean = cluster_labels(surrogate, images.X)
+    t = transfer_rate(clean_labels, adv_labels, sur_clean, cluster_labels(surrogate, x_adv), images.y)
+    control = transfer_rate(clean_labels, rand_labels, sur_clean, cluster_labels(surrogate, x_rand), images.y)
     out_section = {**asdict(t), "service": service_name, "surrogate": summary, "source": images.name,
-                   "eps": attack_cfg.eps}
+                   "eps": attack_cfg.eps,
+                   "random_control": {k: getattr(control, k) for k in ("surrogate_changed", "service_changed",
+                                                                       "service_after")}}
     _write_csv(rd, "transfer.csv", pd.DataFrame({"label": images.y, "service_clean": clean_labels,
                                                  "service_adversarial": adv_labels}))
     rd.set_section("transfer", out_section)

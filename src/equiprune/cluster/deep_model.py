@@ -28,9 +28,9 @@ class DeepClusterConfig:
     k: int = 10
     hidden: int = 256
     latent: int = 10
-    ae_epochs: int = 15
-    dec_epochs: int = 5
-    batch_size: int = 128
+    ae_epochs: int = 40          # 1,000 MNIST images: NMI 0.50 with these settings, 0.40 with batches of 128
+    dec_epochs: int = 10
+    batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
 
