@@ -114,6 +114,17 @@ def test_trimming_reports_controls_and_removed_counts():
     assert dw.rows.iloc[0]["removed"] == inf["removed"]
 
 
+def test_trim_findings_speak_of_the_impacts_own_metric():
+    from equiprune.api import trim_findings
+    rows = pd.DataFrame({"method": ["influence-robust", "random", "random"], "seed": [0, 1, 2],
+                         "budget": [0.05] * 3, "removed": [3] * 3, "eodd": [0.1, 0.2, 0.3],
+                         "acc": [0.9] * 3, "robust_acc": [0.5, 0.2, 0.3]})
+    text = trim_findings(rows, "robust")
+    assert "test robust_acc is 0.500, above every random" in text
+    assert "test eodd is 0.100, below every random" in trim_findings(rows.replace("influence-robust", "influence-eodd"),
+                                                                     "eodd")
+
+
 def test_tree_rules_name_the_harmful_cell():
     """Minority positives relabelled negative are harmful to the fairness gap: the worst rule names them."""
     t = _table(n=1200, C=2, seed=5, flip_minority=0.5)

@@ -48,7 +48,8 @@ def influence_sections(run_path: str | Path, top: int = 10) -> list[Section]:
     sec = rd.read_metrics().get("influence")
     if not sec:
         raise ValueError(f"{run_path} has no influence results; run `equiprune influence` first")
-    df = pd.read_csv(rd.file("influence.csv"))
+    # names as text: a table whose groups are 0/1 would otherwise read back as numbers and match no group name
+    df = pd.read_csv(rd.file("influence.csv"), dtype={"id": str, "label": str, "group": str})
     groups = [str(g) for g in sec["group_names"]]
     agree = sec.get("head_agreement")
     intro = (f"Influence of each of the {sec['n_train']} training samples on each impact function, estimated "
@@ -100,8 +101,16 @@ def _budget_png(rows: pd.DataFrame, metric: str, impact: str) -> bytes:
     return figure_png(fig)
 
 
-def trim_findings(rows: pd.DataFrame, impact: str, metric: str = "eodd") -> str:
-    """One sentence per budget > 0: influence trimming against the random range."""
+# The test-split column that answers each impact function (eop has none of its own: Eodd stands in).
+_TRIM_METRIC = {"eodd": "eodd", "eopp1": "eopp1", "eopp0": "eopp0", "dp": "dp_thesis", "utility": "acc",
+                "robust": "robust_acc"}
+
+
+def trim_findings(rows: pd.DataFrame, impact: str, metric: str | None = None) -> str:
+    """One sentence per budget > 0: influence trimming against the random range, on the impact's own test metric."""
+    metric = metric or _TRIM_METRIC.get(impact, "eodd")
+    if metric not in rows:
+        metric = "eodd"
     lines = []
     inf = rows[rows["method"] == f"influence-{impact}"].set_index("budget")
     rnd = rows[rows["method"] == "random"].groupby("budget")[metric].agg(["min", "max"])
@@ -126,7 +135,8 @@ def trim_sections(run_path: str | Path) -> list[Section]:
     intro = (f"Training samples removed in order of their influence on {impact} (thesis Algorithm 5: the most "
              "harmful first, never a sample with non-negative influence), the head refitted and measured on "
              "the test split, which influence never sees. Controls: random removal of the same number of "
-             "samples (5 seeds; the band is their range) and removal by influence on the validation loss.")
+             f"samples ({rows.loc[rows['method'] == 'random', 'seed'].nunique()} seeds; the band is their range) "
+             "and removal by influence on the validation loss.")
     metrics = [m for m in ("eodd", "eopp1", "acc", "f1", "worst_group_acc", "robust_acc", "dp_thesis")
                if m in rows.columns]
     images = [Image(f"test {_METRIC_LABELS.get(m, m)} against the trimming budget", _budget_png(rows, m, impact),
@@ -138,7 +148,7 @@ def trim_sections(run_path: str | Path) -> list[Section]:
         table.columns = [f"{b:.1%}" for b in table.columns]
         table = table.reset_index()
     return [Section("What was done", intro),
-            Section("Findings", trim_findings(rows, impact, "eodd" if "eodd" in rows else metrics[0])),
+            Section("Findings", trim_findings(rows, impact)),
             Section("Metrics against the budget", images=images),
             Section("Removed samples by group and class",
                     "Check that trimming does not remove a group's samples out of proportion "
