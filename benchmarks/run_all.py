@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-QUICK = ["bench_throughput.py", "bench_pruned_latency.py", "bench_snnl.py", "bench_group_scores.py"]
+QUICK = ["bench_throughput.py", "bench_pruned_latency.py", "bench_snnl.py", "bench_group_scores.py",
+         "bench_summarize.py"]
 LONG = ["bench_table.py", "bench_demo.py", "bench_premise_layers.py", "bench_cut_response.py", "bench_cut_layers.py",
-        ["bench_demo.py", "--positive-control", "--out", "runs/bench-positive-control"]]
+        ["bench_demo.py", "--positive-control", "--out", "runs/bench-positive-control"],
+        ["bench_spillover.py", "--quick"], ["bench_deep_cluster.py", "--quick"]]
 
 
 def main() -> int:
