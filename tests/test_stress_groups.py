@@ -108,6 +108,25 @@ def test_mitigations_go_through_the_same_loop_and_see_the_corrupted_groups(runs,
     assert set(res.ratios) == {"random", "adversarial"} and res.ratios["random"]["eodd"][0] == pytest.approx(1.0)
 
 
+def test_racos_is_reproducible_for_seed_0_whatever_the_global_rng(monkeypatch):
+    """zoopt seeds numpy only for a truthy seed; the attack must not depend on what ran before it."""
+    from types import SimpleNamespace
+
+    groups = np.zeros(64, dtype=np.int64)
+    splits = SimpleNamespace(train=SimpleNamespace(groups=groups))
+    weights = np.random.default_rng(0).normal(size=64)
+    monkeypatch.setattr(sg, "_Corrupted", lambda s, g: g)
+    monkeypatch.setattr(sg, "_run", lambda m, g, *a, **k: (None, {"eodd": float(weights @ g)}))
+    cfg = sg.StressConfig(budget=6, blocks=8, progress=False)
+    items = np.arange(0, 64, 2)
+    runs = []
+    for noise in (1, 2):
+        np.random.seed(noise)                           # a different global state before each attack
+        runs.append(sg.adversarial_bits(None, splits, items, cfg, seed=0))
+        assert np.random.get_state()[1][0] == np.random.RandomState(noise).get_state()[1][0]  # state given back
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+
+
 def test_unchanged_runs_are_counted_and_reported():
     t = {"eodd": 0.2, "eopp1": 0.3, "f1": 0.4}
     recs = [{"attack": "none", "flip": 0.0, "seed": 0, "test": t},

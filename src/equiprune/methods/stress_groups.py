@@ -256,8 +256,15 @@ def adversarial_bits(model: nn.Module, splits: Any, items: np.ndarray, cfg: Stre
         return -gap(np.asarray(solution.get_x(), dtype=np.int64))
 
     dimension = Dimension(dim, [[0, 1]] * dim, [False] * dim)
-    with contextlib.redirect_stdout(io.StringIO()):   # zoopt prints its progress; the log gets the summary
-        best = Opt.min(Objective(objective, dimension), Parameter(budget=cfg.budget, seed=seed))
+    # zoopt draws from numpy's global RNG and seeds it only for a truthy seed (not 0): seed it here for every
+    # seed (the same call zoopt makes for seed >= 1) and give the caller's state back afterwards.
+    outer = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):   # zoopt prints its progress; the log gets the summary
+            best = Opt.min(Objective(objective, dimension), Parameter(budget=cfg.budget, seed=seed))
+    finally:
+        np.random.set_state(outer)
     bits = np.asarray(best.get_x(), dtype=np.int64)[block_of]
     log(f"RACOS: {len(trace)} evaluations, validation {cfg.objective} of the cut from {trace[0]:.4f} (first) to "
         f"{max(trace):.4f} (best)")
