@@ -137,7 +137,7 @@ class HessianSolver:
         flat = B.reshape(len(B), -1)
         if self.kind == "dense":
             U = linalg.cho_solve(self.factor, flat.T, check_finite=False).T
-            for _ in range(self.exact is not None and 8):
+            for _ in range(8 if self.exact is not None else 0):   # refinement only for a factor of a nearby H
                 R = flat - hvp_many(U, *self.exact, shape=self.shape)
                 if np.abs(R).max() <= 1e-13 * np.abs(flat).max():
                     break
