@@ -23,7 +23,7 @@ JSON, so an interrupted run resumes where it stopped; ``--render`` rewrites
 the Markdown from the JSON without computing anything.
 
     nice -n 10 python benchmarks/bench_cluster.py --quick   # 400 points, 3 seeds, 15 % only, CFC 100 epochs
-    nice -n 10 python benchmarks/bench_cluster.py           # 1,000 points, 10 seeds at 15 %, 3 at 5-30 %, CFC
+    nice -n 10 python benchmarks/bench_cluster.py           # 1,000 points, 10 seeds at 15 % (CFC too), 3 at 5-30 %
 
 Writes benchmarks/results/cluster_thesis[_quick].{json,md}.
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -264,10 +263,9 @@ def _ref(v: float) -> str:
 
 def render(s: Setting, store: Store) -> str:
     recs = store.data["records"]
-    load = os.getloadavg()
     lines = [f"# Fair clustering under attack, and antidote data ({s.name} setting)", "",
              f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, a 2-core host shared "
-             f"with other jobs (load average at writing {load[0]:.1f}); last unit finished "
+             "with other jobs (each unit's wall seconds are in the JSON); last unit finished "
              f"{store.data.get('updated', '–')}. Setting: {asdict(s)}. Command: "
              f"`nice -n 10 python benchmarks/bench_cluster.py{' --quick' if s.name == 'quick' else ''}` "
              "(resumable). Every score is on the defended samples G_D; k = 10; features standardised.", "",
