@@ -75,7 +75,10 @@ def combined_curves(results: dict, path: Path) -> None:
 
     from equiprune.methods.stress_groups import REPORTED
     fig = Figure(figsize=(4.2 * len(REPORTED), 3.6))
-    colours = dict(zip(results, ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]))
+    # A method run again under a suffixed key (more seeds) is drawn once, from its latest entry.
+    results = {n: v for n, v in results.items() if not any(k.startswith(n + " ") for k in results)}
+    palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+    colours = {n: palette[i % len(palette)] for i, n in enumerate(results)}
     for i, metric in enumerate(REPORTED):
         ax = fig.add_subplot(1, len(REPORTED), i + 1)
         for name, section in results.items():
