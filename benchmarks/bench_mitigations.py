@@ -320,6 +320,13 @@ def verdicts(res: dict) -> list[str]:
                        f"({_iv(c)}): the fine-tuning alone explains it{cost}.")
     if not out:
         out.append("No method narrows Eodd beyond noise against vanilla (seed interval entirely below 0).")
+    for m, r in res["methods"].items():
+        v, c = r["eodd_vs_vanilla"], r.get("eodd_vs_control")
+        if _below(c) and not _below(v):
+            out.append(f"{r['label']} narrows Eodd beyond noise against {r['reference']} ({_iv(c)}) but not against "
+                       f"vanilla ({_iv(v)}): the control's own fine-tuning moved the gap the other way.")
+        elif c is not None and math.isfinite(c[1]) and c[1] > 0:
+            out.append(f"{r['label']} widens Eodd beyond noise against {r['reference']} ({_iv(c)}).")
     for m, r in res["methods"].items():   # a no-op is a finding, not a result
         for which, ref in (("vanilla", "vanilla"), ("control", r.get("reference"))):
             if ref and f"eodd_vs_{which}" in r and all(r[f"{k}_vs_{which}"][0] == 0 and
