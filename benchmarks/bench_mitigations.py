@@ -324,7 +324,7 @@ def verdicts(res: dict) -> list[str]:
         v, c = r["eodd_vs_vanilla"], r.get("eodd_vs_control")
         if _below(c) and not _below(v):
             out.append(f"{r['label']} narrows Eodd beyond noise against {r['reference']} ({_iv(c)}) but not against "
-                       f"vanilla ({_iv(v)}): the control's own fine-tuning moved the gap the other way.")
+                       f"vanilla ({_iv(v)}).")
         elif c is not None and math.isfinite(c[1]) and c[1] > 0:
             out.append(f"{r['label']} widens Eodd beyond noise against {r['reference']} ({_iv(c)}).")
     for m, r in res["methods"].items():   # a no-op is a finding, not a result
