@@ -143,14 +143,22 @@ def test_run_folder_resumes_and_refuses_other_settings(runs, tmp_path):
         open_run(out)   # what `audit --run` / `report` on this folder meet
 
 
-def test_cli_writes_the_report_and_prints_the_findings(runs, tmp_path):
+def test_cli_writes_the_report_and_prints_the_findings(runs, tmp_path, capsys):
+    from equiprune.cli import main
+
     out = tmp_path / "cli-cuts"
-    proc = subprocess.run([sys.executable, "-m", "equiprune", "prune", "cut-response", "--run", str(runs["child_a"]),
-                           "--out", str(out), "--fractions", "0.25", "0.5", "--draws", "2", "--quiet"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "Cutting the lowest-SNNL-Fair channels of features.18" in proc.stdout
-    assert f"report: {out}/report.html" in proc.stdout
+    args = ["prune", "cut-response", "--run", str(runs["child_a"]), "--out", str(out), "--fractions", "0.25", "0.5",
+            "--draws", "2", "--quiet"]
+    # A training split smaller than one scoring batch is refused, naming the option that fixes it.
+    assert main([*args, "--score-batch-size", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert "fewer than one scoring batch of 5000" in err and "--score-batch-size" in err and "Traceback" not in err
+    assert not out.exists()  # refused before the folder, so the corrected command does not meet "other settings"
+    assert main([*args, "--score-batch-size", "64"]) == 0
+    stdout = capsys.readouterr().out
+    assert "Cutting the lowest-SNNL-Fair channels of features.18" in stdout
+    assert f"report: {out}/report.html" in stdout
+    assert json.loads((out / "config.json").read_text())["settings"]["score_batch_size"] == 64
     html = (out / "report.html").read_text()
     assert "Cut response of features.18" in html and "lowest SNNL-Fair (SCP)" in html
     md = (out / "report.md").read_text()

@@ -227,7 +227,7 @@ def test_dataset_scores_average_fixed_order_batches_and_drop_last(variant):
 
 def test_dataset_scores_errors():
     model, data = _tiny_model(), _ItemDataset(6)
-    with pytest.raises(ScoringError, match="fewer than one batch"):
+    with pytest.raises(ScoringError, match="fewer than one scoring batch.*--score-batch-size"):
         snnl_fair_scores(model, "0", data, batch_size=8, progress=False)
     with pytest.raises(ScoringError, match="no layer"):
         snnl_fair_scores(model, "features.3", data, batch_size=4, progress=False)

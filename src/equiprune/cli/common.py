@@ -80,6 +80,18 @@ def add_variant_arg(group: argparse._ArgumentGroup) -> None:
                        help="SNNL-Fair as in the published code (default) or Eq. 1 of the paper")
 
 
+def add_score_batch_arg(group: argparse._ArgumentGroup) -> None:
+    """--score-batch-size: SNNL-Fair's batch (the reference code drops the last partial batch).
+
+    The score is a mean over batches of a within-batch quantity, so the batch
+    size is part of the method; 128 is the published setting. A training split
+    smaller than one batch is refused, and this is the option to pass then.
+    """
+    group.add_argument("--score-batch-size", type=int, default=128,
+                       help="images per SNNL-Fair scoring batch (default 128, the published code's); the last "
+                            "partial batch is dropped, so a training split smaller than this needs a lower value")
+
+
 def done(message: str, path: Path | str | None = None) -> None:
     """Tell the user where the results are."""
     print(message if path is None else f"{message}: {path}")

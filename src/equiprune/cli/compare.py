@@ -28,6 +28,7 @@ method over seeds) and OUT/compare/ (the full comparison page).
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..pipelines.table import ALL_METHODS, MITIGATION_METHODS, TABLE_METHODS, default_scp_for_table
+    from .common import add_score_batch_arg
     from .prune_scp import SCP_DEFAULTS
 
     p = sub.add_parser("compare", help="run every fairness-pruning method and build the papers' Table 1",
@@ -71,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--finetune-epochs", type=int, default=d.finetune.epochs,
                    help=f"fine-tuning epochs after each pruning step, every method (default {d.finetune.epochs}; "
                         f"prune scp: {SCP_DEFAULTS['finetune_epochs']})")
+    add_score_batch_arg(c)
     a = p.add_argument_group("audit")
     a.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per interval (default 1000)")
     a.add_argument("--no-latency", action="store_true", help="do not measure latency (faster)")
@@ -104,7 +106,7 @@ def config_from_args(args: argparse.Namespace):
                           estimator=args.estimator, max_samples_per_group=args.max_samples_per_group or None,
                           finetune=ft if ft.epochs > 0 else None, progress=progress),
         scp=replace(d.scp, layer=args.layer, ratio=args.ratio, max_iters=args.max_iters, th_acc=args.th_acc,
-                    finetune=ft, progress=progress),
+                    finetune=ft, progress=progress, score_batch_size=args.score_batch_size),
         audit=AuditConfig(n_boot=args.n_boot, latency=not args.no_latency),
         data=DataConfig(name="synthderm", image_size=args.image_size, seed=0, progress=progress,
                         synthderm=SynthDermConfig(n=args.synth_n)),

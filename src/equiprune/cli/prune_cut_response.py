@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..metrics import GAP_METRICS
-from .common import add_variant_arg, done
+from .common import add_score_batch_arg, add_variant_arg, done
 
 EPILOG = """\
 examples:
@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fair-metric", choices=GAP_METRICS, default="eodd",
                    help="the gap the findings compare (default eodd)")
     add_variant_arg(g)
+    add_score_batch_arg(g)
     r = p.add_argument_group("runtime")
     r.add_argument("--seed", type=int, default=0, help="seed of the random cuts (default 0)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = CutResponseConfig(layer=args.layer, fractions=tuple(args.fractions), random_draws=args.draws,
                             split=args.split, fair_metric=args.fair_metric, variant=args.variant, seed=args.seed,
+                            score_batch_size=args.score_batch_size,
                             progress=not args.quiet)
     result = api.cut_response(args.run, cfg, args.out)
     for line in result.findings():

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..metrics import FAIR_CRITERIA
-from .common import FINETUNE_LR, add_runtime_args, add_train_args, add_variant_arg, done, train_config_from_args
+from .common import FINETUNE_LR, add_runtime_args, add_train_args, add_score_batch_arg, add_variant_arg, done, train_config_from_args
 
 EPILOG = """\
 examples:
@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default="val_fate", help="keep the iteration with the best validation FATE (default) or, as "
                                             "MEDFAIR selects, the best worst-group accuracy or AUC")
     add_variant_arg(g)
+    add_score_batch_arg(g)
     g.add_argument("--scorer", choices=["snnl", "random", "l1", "none"], default="snnl",
                    help="snnl (SCP), or a control: random, l1 (magnitude), none (fine-tune only)")
     g.add_argument("--surgery", choices=["remove", "mask"], default="remove",
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = SCPConfig(layer=args.layer, ratio=args.ratio, n=args.n, max_iters=args.max_iters, th_acc=args.th_acc,
                     th_fair=args.th_fair, fair_metric=args.fair_metric, surgery=args.surgery, finetune=ft,
                     seed=args.seed, progress=not args.quiet, scorer=args.scorer, variant=args.variant,
-                    null_draws=args.null_draws, select_on=args.select_on)
+                    null_draws=args.null_draws, select_on=args.select_on,
+                    score_batch_size=args.score_batch_size)
     result = api.prune_scp(args.run, cfg, args.out)
     loop = result.loop
     if result.null:

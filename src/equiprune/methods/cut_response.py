@@ -32,7 +32,7 @@ from ..metrics import GAP_LABELS, GAP_METRICS
 from ..engine.distributed import progress_enabled
 from ..engine.train import evaluate
 from ..models import example_input, input_size
-from ..scoring import ChannelScorer, FixedScores, L1Scorer, Negated, RandomScorer, snnl_null_check
+from ..scoring import ChannelScorer, FixedScores, L1Scorer, Negated, RandomScorer, check_score_batch, snnl_null_check
 from ..scoring.dead import LiveFirst, dead_channels
 from ..surgery import layer_out_channels, prune_channels
 from .runs import start_child_run
@@ -398,7 +398,11 @@ def cut_response_from_run(run: str | Path, cfg: CutResponseConfig, out: str | Pa
     settings resumes, other settings are an error. `snnl_scores`: the layer's
     SNNL-Fair scores if already known (an SCP run of the same model has them).
     """
-    parent, rd = start_child_run(run, out, "cut_response", cfg, check=lambda r: check_layer(r.model, cfg.layer))
+    def check(parent: Any) -> None:
+        check_layer(parent.model, cfg.layer)
+        check_score_batch(len(scoring_dataset(parent.splits(), cfg.score_split)), cfg.score_batch_size)
+
+    parent, rd = start_child_run(run, out, "cut_response", cfg, check=check)
     result = cut_response(parent.model, parent.splits(), cfg, run_dir=rd,
                           image_size=parent.image_size, snnl_scores=snnl_scores)
     findings = result.findings()

@@ -6,7 +6,7 @@ model. So any verb that takes `--run` can rebuild the model and the data.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,9 +29,13 @@ class LoadedRun:
     arch: dict[str, Any]
     extra: dict[str, Any]
     data_config: DataConfig
+    _splits: DataSplits | None = field(default=None, repr=False, compare=False)
 
     def splits(self) -> DataSplits:
-        return load_announced(self.data_config)
+        """The run's data, loaded once: a method's pre-folder check and the method itself share it."""
+        if self._splits is None:
+            self._splits = load_announced(self.data_config)
+        return self._splits
 
     @property
     def image_size(self) -> int:

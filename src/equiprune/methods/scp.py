@@ -21,7 +21,7 @@ from torch import nn
 from ..data import scoring_dataset
 from ..engine import RunDir
 from ..scoring import (ChannelScorer, ConsensusScorer, FixedScores, KnownFirst, L1Scorer, RandomScorer,
-                       SNNLFairScorer, null_check_text)
+                       SNNLFairScorer, check_score_batch, null_check_text)
 from ..scoring.dead import LiveFirst
 from ..surgery import layer_out_channels
 from .prune_loop import KEEPS_ZEROS, LoopConfig, LoopResult, channels_to_cut, run_prune_loop
@@ -161,6 +161,8 @@ def scp_from_run(parent_path: str | Path, cfg: SCPConfig, out: str | Path,
 
     def check(run: Any) -> None:
         check_layer(run.model, cfg.layer)
+        # SNNL-Fair scores the layer before and after whatever the scorer (the plots), so always.
+        check_score_batch(len(scoring_dataset(run.splits(), cfg.score_split)), cfg.score_batch_size)
         if run.extra.get(KEEPS_ZEROS) and not cfg.keep_zeros:
             # An unstructured-pruned parent (FairPrune/OBD): its zeros are its method, fine-tuning must keep them.
             cfg.keep_zeros = True

@@ -13,13 +13,13 @@ from .skewness import (SkewnessAccumulator, SkewnessScores, premise_summary, ske
                        skewness_head_scores, skewness_pass, spatial_skewness, spearman)
 from .scorers import (ChannelScorer, FixedScores, HessianSaliencyScorer, KnownFirst, L1Scorer, Negated,
                       RandomScorer, Scorer, ScoreFn, SkewnessScorer, SNNLFairScorer, out_channels, scorer_at)
-from .snnl import (VARIANTS, ScoringError, SNNLNullCheck, null_check_text, snnl_fair_batch, snnl_fair_scores,
+from .snnl import (VARIANTS, ScoringError, SNNLNullCheck, check_score_batch, null_check_text, snnl_fair_batch, snnl_fair_scores,
                    snnl_null_check)
 
 __all__ = [
     "ChannelScorer", "ConsensusScorer", "FixedScores", "HessianSaliencyScorer", "KnownFirst", "L1Scorer", "Negated", "RandomScorer",
     "SNNLFairScorer", "ScoreFn", "Scorer", "SkewnessScorer", "out_channels", "scorer_at",
-    "SaliencyError", "ScoringError", "SkewnessAccumulator", "SkewnessScores", "VARIANTS", "channel_saliency",
+    "SaliencyError", "ScoringError", "check_score_batch", "SkewnessAccumulator", "SkewnessScores", "VARIANTS", "channel_saliency",
     "fairprune_saliency", "group_hessians", "hessian_diagonal", "l1_channel_scores", "obd_saliency",
     "premise_summary", "random_channel_scores", "select_smallest", "skewness_channel_scores",
     "skewness_head_scores", "skewness_pass", "snnl_fair_batch", "snnl_fair_scores", "spatial_skewness", "spearman",

@@ -292,17 +292,27 @@ def snnl_null_check(model: nn.Module, layer: str, dataset: Dataset, variant: Var
                          separating=int((scores < threshold).sum()), expected=quantile * len(scores))
 
 
+def check_score_batch(n: int, batch_size: int) -> None:
+    """Refuse a batch size the scoring data cannot fill once (the last partial batch is dropped).
+
+    Methods call it before they create a run folder, so the refusal leaves
+    nothing behind that the corrected command would meet as "other settings".
+    """
+    if batch_size < 2:
+        raise ScoringError(f"the scoring batch size must be at least 2, got {batch_size}")
+    if n < batch_size:
+        raise ScoringError(
+            f"the scoring data has {n} images, fewer than one scoring batch of {batch_size} (the last partial "
+            f"batch is dropped, as in the published code); lower the batch size to at most {n} "
+            "(--score-batch-size on the command line, batch_size / score_batch_size in the API)")
+
+
 def _stream_scores(model: nn.Module, layer: str, dataset: Dataset, variant: Variant, batch_size: int,
                    drop_last: bool, device: torch.device | str | None, progress: bool, temperature: float,
                    null_draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean over batches of the real scores [K] and of `null_draws` permuted-group scores [draws, K]."""
-    if batch_size < 2:
-        raise ScoringError(f"batch_size must be at least 2, got {batch_size}")
     n = len(dataset)  # type: ignore[arg-type]
-    if drop_last and n < batch_size:
-        raise ScoringError(
-            f"the dataset has {n} items, fewer than one batch of {batch_size} with drop_last=True; "
-            "lower batch_size or pass drop_last=False")
+    check_score_batch(n if drop_last else batch_size, batch_size)
     model = unwrap_model(model)
     try:
         model.get_submodule(layer)
