@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
+from ..models.checkpoint import load_file, save_tensors
 from .deep_attack import DeepAttackConfig, Generator, adversarial_retrain, evaluate, run_deep_attack
 from .deep_data import ImageSet, ImageSource
 from .deep_model import DeepClusterConfig, DeepClusterer, cluster_labels, train_deep_clusterer
@@ -27,22 +27,20 @@ def _model(rd, name: str, images: ImageSet, cfg: DeepClusterConfig,
     path = rd.file(name)
     model = DeepClusterer(images.X.shape[1:], cfg)
     if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
+        model.load_state_dict(load_file(path))
         return model.eval()
     model = make() if make else train_deep_clusterer(images.X, cfg)
-    torch.save(model.state_dict(), rd.file(name + ".tmp"))
-    rd.file(name + ".tmp").replace(path)
+    save_tensors(path, model.state_dict())   # unique temporary name, renamed when complete
     return model
 
 
 def _save_generator(rd, stage: str, G: Generator) -> None:
-    torch.save(G.state_dict(), rd.file(f"generator_{stage}.pt.tmp"))
-    rd.file(f"generator_{stage}.pt.tmp").replace(rd.file(f"generator_{stage}.pt"))
+    save_tensors(rd.file(f"generator_{stage}.pt"), G.state_dict())
 
 
 def _load_generator(rd, stage: str, channels: int, width: int) -> Generator:
     G = Generator(channels, width)
-    G.load_state_dict(torch.load(rd.file(f"generator_{stage}.pt"), weights_only=True))
+    G.load_state_dict(load_file(rd.file(f"generator_{stage}.pt")))
     return G.eval()
 
 
