@@ -333,7 +333,7 @@ def verdicts(res: dict) -> list[str]:
                        f"({_iv(c)}){cost}.")
         else:
             out.append(f"{r['label']} narrows Eodd beyond noise against vanilla ({_iv(v)}) but not against {ref} "
-                       f"({_iv(c)}): the fine-tuning alone explains it{cost}.")
+                       f"({_iv(c)}): it cannot be told apart from the fine-tuning alone{cost}.")
     if not out:
         out.append("No method narrows Eodd beyond noise against vanilla (seed interval entirely below 0).")
     for m, r in res["methods"].items():
