@@ -147,3 +147,25 @@ def test_cluster_a_runs_penultimate_features(runs, tmp_path, capsys):
     clusters = pd.read_csv(tmp_path / "c" / "clusters.csv")
     assert set(clusters.columns) >= {"group", "kmeans", "sfd"} and clusters["sfd"].nunique() <= 3
     assert "sfd" in capsys.readouterr().out
+
+
+def test_each_cluster_job_has_its_own_options(capsys):
+    """`cluster JOB --help` teaches that job only; options of another job, or a missing source, are refused."""
+    from equiprune.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["cluster", "attack", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "--fractions" in text and "--features" in text and "cluster attack --features" in text
+    assert "--service" not in text and "--antidote-size" not in text and "--images" not in text
+    with pytest.raises(SystemExit) as exit_:
+        main(["cluster", "transfer", "--help"])
+    text = capsys.readouterr().out
+    assert "--service-stand-in" in text and "--images" in text and "--features" not in text
+    for argv, msg in ((["cluster", "fit", "--out", "x"], "one of the arguments --features --run is required"),
+                      (["cluster", "fit", "--features", "t.csv", "--service", "s", "--out", "x"], "--service"),
+                      (["cluster", "transfer", "--images", "mnist", "--out", "x"], "--service"),
+                      (["cluster", "metrics", "--features", "t.csv", "--out", "x"], "--clusters-column")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and msg in capsys.readouterr().err
