@@ -264,6 +264,7 @@ def test_a_costly_win_at_one_size_among_losses_is_mixed_and_agrees_with_the_prem
     assert "51 channels: accuracy -0.120, gap still at or above the uncut model's" in text
     assert "at or above 0.100 at 4 of 4 sizes" in text
     assert "This agrees with the premise check of the same model (112 of 128 channels" in text
+    assert "expected), which says that most channels carry the groups" in text   # a sentence, not "which most"
     # Clean wins at every size, each cheap: support; and the same premise check then disagrees, saying why.
     text = " ".join(cut_response_findings(_cut_section((0.05, 0.06, 0.05, 0.04), (0.80, 0.80, 0.79, 0.78), advice)))
     assert "carry part of the gap, as SCP assumes" in text and "This differs from the premise check" in text

@@ -281,13 +281,13 @@ def _premise_agreement(verdict: str, premise: dict[str, Any] | None) -> str:
     if verdict == "supports" and holds:
         return f"This agrees with {check}: a few channels separate the groups, and cutting them narrows the gap."
     if verdict == "supports":
-        return (f"This differs from {check}, which {premise.get('advice')}. The premise check only asks whether "
-                "channels separate the groups; the cut response measures the gap itself, so trust it for this "
-                "layer, and confirm with an SCP run against its random, L1 and fine-tune-only controls.")
+        return (f"This differs from {check}, which says that {premise.get('advice')}. The premise check only "
+                "asks whether channels separate the groups; the cut response measures the gap itself, so trust it "
+                "for this layer, and confirm with an SCP run against its random, L1 and fine-tune-only controls.")
     if holds:
         return (f"This differs from {check}, which finds the few separating channels SCP assumes: channels can "
                 "separate the groups without causing the gap, and here cutting them does not narrow it.")
-    return f"This agrees with {check}, which {premise.get('advice')}."
+    return f"This agrees with {check}, which says that {premise.get('advice')}."
 
 
 def cut_response_findings(section: dict[str, Any]) -> list[str]:
