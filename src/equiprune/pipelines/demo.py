@@ -109,7 +109,8 @@ LABELS = {"snnl": "SCP", "random": "random channels", "l1": "L1 channels", "none
 # budget, seeds 0-2) found none, so the demo runs no mitigation and says so. Re-run the benchmark before changing it.
 MITIGATION_FINDING = (
     "No mitigation method (`equiprune mitigate`: reweighting, resampling, GroupDRO, adversarial, "
-    "domain-independent, HSIC, MFD, SWA/SWAD, post-processing, FairAdaBN) narrowed Eodd beyond seed noise against "
+    "domain-independent, HSIC, MFD, SWA/SWAD, post-processing, FairAdaBN, FME, ME-FairPrune, skin-tone "
+    "augmentation) narrowed Eodd beyond seed noise against "
     "both vanilla and plain fine-tuning at a macro-F1 cost of at most 0.01 over seeds 0-2 on this data's "
     "generator settings (benchmarks/results/mitigations.md), so the demo runs none beside SCP.")
 
