@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import time
@@ -179,7 +180,11 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="runs/bench-stress")
     ap.add_argument("--suffix", default="", help="results key = method + this (keeps an earlier entry of the method)")
+    ap.add_argument("--stem", default=None,
+                    help="results file name (default stress_groups[_quick]); give another baseline its own page, "
+                         "e.g. --run runs/bench-mitigations/default/baseline --stem stress_groups_real")
     args = ap.parse_args()
+    load = os.getloadavg()[0]
     flips = tuple(args.flips or ((0.0, 0.3) if args.quick else (0.0, 0.1, 0.3)))
     seeds = tuple(args.seeds or ((0, 1) if args.quick else (0, 1, 2)))
     budget = args.budget or (4 if args.quick else 10)
@@ -189,7 +194,7 @@ def main() -> None:
     out = Path(args.out + ("-quick" if args.quick else "") + tag)
     run = Path(args.run) if args.run else baseline(Path("runs/bench-planted-quick"), quick=True)
     res_dir = Path(__file__).parent / "results"
-    stem = "stress_groups_quick" if args.quick else "stress_groups"
+    stem = args.stem or ("stress_groups_quick" if args.quick else "stress_groups")
     path = res_dir / f"{stem}.json"
     extra: dict = {}
     for name in args.methods:
@@ -202,7 +207,7 @@ def main() -> None:
         shutil.copyfile(out / name / "plots" / "stress-ratios.png", curves)
         entry = {**section, "findings": stress_findings(section), "seconds": time.perf_counter() - t,
                  "seeds": list(seeds), "budget": budget, "folder": str(out / name), "curves": curves.name,
-                 "date": time.strftime("%Y-%m-%d")}
+                 "date": time.strftime("%Y-%m-%d"), "baseline": str(run), "load_at_start": load}
         if cfg.method not in ("scp", "fairprune"):
             entry["plain_reference"] = plain_reference(run, seeds, cfg.max_iters * cfg.finetune_epochs)
         if name == "fairprune":
@@ -214,8 +219,11 @@ def main() -> None:
                 f"{torch.get_num_threads()} threads", "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
         path.write_text(json.dumps({"meta": meta, "methods": results}, indent=2) + "\n")
     results = json.loads(path.read_text())["methods"]
-    head = [f"# stress-groups ({'quick' if args.quick else 'toy baseline'})", "",
-            f"{meta['machine']}, {meta['date']} (loaded shared host); baseline {run}. Every method: its 2 iterations "
+    title = "quick" if args.quick else ("toy baseline" if not args.run else f"baseline {run}")
+    head = [f"# stress-groups ({title})", "",
+            f"{meta['machine']}, {meta['date']} (1-minute load average {load:.1f} at the start of the last "
+            "invocation; the toy page's earlier entries ran on a loaded shared host); baseline "
+            f"{run}. Every method: its 2 iterations "
             "of 5% of the last conv layer with 1 fine-tuning epoch each (Adam 1e-4), or, for a mitigation, 2 epochs "
             "of fine-tuning; groups of the training split corrupted (validation and test clean); RACOS over 16 "
             "blocks of the attack set; post/pre = mean over seeds / mean of the clean runs. Each method lists its "
