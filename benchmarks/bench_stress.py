@@ -135,7 +135,9 @@ def paired_change(records: list, attack: str, flip: float, metric: str) -> dict 
 
 def _table(name: str, section: dict) -> list[str]:
     flips = section["flips"]
-    lines = [f"## {name} (seeds {', '.join(map(str, section['seeds']))}; RACOS budget {section['budget']})", "",
+    scored = ("; RACOS scores the full run's model" if section.get("attacker") == "full"
+              else "; RACOS scores the cheap proxy")
+    lines = [f"## {name} (seeds {', '.join(map(str, section['seeds']))}; RACOS budget {section['budget']}{scored})", "",
              *[f"- {f}" for f in section["findings"]], "",
              "| attack | metric | " + " | ".join(f"ρ={f:g}" for f in flips) + " |", "|---|---|" + "---|" * len(flips)]
     for attack, per in section["ratios"].items():
@@ -180,6 +182,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="runs/bench-stress")
     ap.add_argument("--suffix", default="", help="results key = method + this (keeps an earlier entry of the method)")
+    ap.add_argument("--attacker", choices=["cheap", "full"], default="cheap",
+                    help="what RACOS scores: the cheap proxy (default) or the full run's model (budget x one run)")
     ap.add_argument("--stem", default=None,
                     help="results file name (default stress_groups[_quick]); give another baseline its own page, "
                          "e.g. --run runs/bench-mitigations/default/baseline --stem stress_groups_real")
@@ -199,7 +203,7 @@ def main() -> None:
     extra: dict = {}
     for name in args.methods:
         cfg = StressConfig(flips=flips, seeds=seeds, budget=budget, blocks=16, max_iters=2, finetune_epochs=1,
-                           progress=False, **VARIANTS[name])
+                           attacker=args.attacker, progress=False, **VARIANTS[name])
         t = time.perf_counter()
         section = api.stress_groups(run, cfg, out / name).to_dict()
         slug = "-".join("".join(c if c.isalnum() else " " for c in args.suffix).split())
@@ -207,7 +211,8 @@ def main() -> None:
         shutil.copyfile(out / name / "plots" / "stress-ratios.png", curves)
         entry = {**section, "findings": stress_findings(section), "seconds": time.perf_counter() - t,
                  "seeds": list(seeds), "budget": budget, "folder": str(out / name), "curves": curves.name,
-                 "date": time.strftime("%Y-%m-%d"), "baseline": str(run), "load_at_start": load}
+                 "date": time.strftime("%Y-%m-%d"), "baseline": str(run), "load_at_start": load,
+                 "attacker": args.attacker}
         if cfg.method not in ("scp", "fairprune"):
             entry["plain_reference"] = plain_reference(run, seeds, cfg.max_iters * cfg.finetune_epochs)
         if name == "fairprune":

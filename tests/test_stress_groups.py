@@ -127,6 +127,32 @@ def test_racos_is_reproducible_for_seed_0_whatever_the_global_rng(monkeypatch):
     assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
 
 
+def test_the_full_attacker_scores_the_model_the_whole_method_returns(monkeypatch):
+    """attacker='full': every RACOS evaluation runs the method in full (cheap=False) and scores the model it
+    returns on validation, not the loop's last history row (which may be a later iteration than the one kept)."""
+    from types import SimpleNamespace
+
+    splits = SimpleNamespace(train=SimpleNamespace(groups=np.zeros(32, dtype=np.int64)), val="val-split")
+    calls = []
+
+    def fake_run(model, groups, cfg, seed, cheap, arch=None):
+        calls.append(cheap)
+        return SimpleNamespace(score=float(groups.sum())), {"eodd": -1.0}   # the history row must be ignored
+
+    monkeypatch.setattr(sg, "_Corrupted", lambda s, g: g)
+    monkeypatch.setattr(sg, "_run", fake_run)
+    monkeypatch.setattr(sg, "evaluate", lambda model, split: ({"eodd": model.score if split == "val-split" else 0},))
+    items = np.arange(16)
+    bits, trace = sg.adversarial_bits(None, splits, items, sg.StressConfig(budget=5, blocks=4, attacker="full"),
+                                      seed=1)
+    assert calls == [False] * 5 and min(trace) >= 0 and max(trace) == pytest.approx(bits.sum())
+    calls.clear()
+    _, trace = sg.adversarial_bits(None, splits, items, sg.StressConfig(budget=5, blocks=4), seed=1)
+    assert calls == [True] * 5 and trace == [-1.0] * 5                  # the cheap proxy's own validation row
+    with pytest.raises(ValueError, match="attacker must be one of"):
+        sg.StressConfig(attacker="oracle").validate()
+
+
 def test_unchanged_runs_are_counted_and_reported():
     t = {"eodd": 0.2, "eopp1": 0.3, "f1": 0.4}
     recs = [{"attack": "none", "flip": 0.0, "seed": 0, "test": t},

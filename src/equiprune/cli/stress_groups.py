@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random, adversarial or both joined by a comma (default both; the KS test needs both)")
     p.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="seeds (default 0,1,2)")
     p.add_argument("--budget", type=int, default=20, help="RACOS evaluations per fraction and seed (default 20)")
+    p.add_argument("--attacker", choices=["cheap", "full"], default="cheap",
+                   help="what RACOS scores: cheap (default: the validation gap of the method's first cut with no "
+                        "fine-tuning, or of one epoch of a mitigation) or full (of the model the whole method "
+                        "returns: --budget times one run, no proxy)")
     p.add_argument("--blocks", type=int, default=32,
                    help="adversarial: the attack set is flipped in this many blocks (RACOS's dimension; default 32)")
     p.add_argument("--consensus", type=int, default=0, metavar="R",
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = StressConfig(method=args.method, flips=args.flip, attacks=tuple(a.strip() for a in args.attack.split(",")),
                        seeds=args.seeds, budget=args.budget, blocks=args.blocks, layer=args.layer, ratio=args.ratio,
                        max_iters=args.max_iters, finetune_epochs=args.finetune_epochs, consensus=args.consensus,
-                       tau=args.tau, progress=not args.quiet)
+                       tau=args.tau, attacker=args.attacker, progress=not args.quiet)
     result = api.stress_groups(args.run, cfg, args.out)
     for line in result.findings():
         print(line)
