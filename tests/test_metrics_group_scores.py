@@ -198,7 +198,11 @@ def test_eodd_at_specificity_follows_medfair():
     rates = [(pred[(g == k) & (y == 0)].mean(), pred[(g == k) & (y == 1)].mean()) for k in (0, 1)]
     ref = 0.5 * (abs(rates[0][0] - rates[1][0]) + abs(rates[0][1] - rates[1][1]))
     assert r.values["eodd_at_spec"] == pytest.approx(ref, abs=1e-12)
-    assert 1 - np.mean(pred[y == 0]) == pytest.approx(0.8, abs=0.01)   # the pooled specificity
+    # The library's own threshold (not the test's reference) puts the pooled specificity at 0.8, within one
+    # negative's step of the ROC curve.
+    from equiprune.metrics.ranking import roc_plan, threshold_at_specificity
+    lib_t = threshold_at_specificity(roc_plan(y == 1, s), 0.8)
+    assert 1 - np.mean(s[y == 0] > lib_t) == pytest.approx(0.8, abs=2 / np.sum(y == 0))
 
 
 def test_weighted_roc_curve_equals_sklearn_on_the_expanded_sample():
