@@ -21,12 +21,15 @@ from .methods.cut_response import CutResponseConfig, CutResponseResult, cut_resp
 from .methods.scp import SCPConfig, SCPResult, scp_from_run
 from .methods.train import ModelConfig, TrainRunResult, train_from_config
 from .pipelines.demo import DemoConfig, DemoResult, demo
+from .pipelines.table import (ALL_METHODS, MITIGATION_METHODS, TABLE_METHODS, TableConfig,  # noqa: F401 (for the CLI)
+                              default_finetune_for_table, default_scp_for_table)
 from .report import ComparisonResult, compare_runs, write_run_report
+from .report import terminal as _terminal
 
 if TYPE_CHECKING:
     from .methods.fairprune import FairPruneConfig, FairPruneResult
     from .methods.skewprune import SkewPruneConfig, SkewPruneResult
-    from .pipelines.table import TableConfig, TableResult
+    from .pipelines.table import TableResult
     from .influence import InfluenceConfig, TrimConfig
     from .methods.compress.order import OrderStudyResult
     from .methods.compress.sweep import CompressConfig, SweepResult
@@ -288,3 +291,21 @@ __all__ = ["DemoConfig", "DemoResult", "audit", "audit_checkpoint", "cluster", "
            "prune_obd", "prune_scp", "prune_skew", "report", "reprogram", "stress_groups", "summarize", "train", "trim"]
 
 
+
+
+# ---------------------------------------------------------------- terminal text (the CLI prints these)
+def audit_text(result: AuditResult) -> str:
+    """What `equiprune audit` prints for `result`: warnings, Table 1, group scores, FATE, notes."""
+    return _terminal.audit_summary(result)
+
+
+def report_text(result: ComparisonResult, columns: Sequence[str] | None = None, against: str | None = None) -> str:
+    """What `equiprune report` prints: one line per run (the chosen `columns` or the papers' three), then the
+    paired differences against `against` where asked."""
+    paired = against_text(result.against, against)
+    return _terminal.comparison_summary(result, columns) + ("\n" + paired if paired else "")
+
+
+def against_text(frame, against: str | None) -> str:
+    """The paired differences of a comparison against a run or method ("" when none were asked for)."""
+    return _terminal.against_summary(frame, against)

@@ -115,9 +115,6 @@ def _check_source_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..methods.audit import AuditConfig
-    from ..report.scores import format_scores_terminal
-    from ..report.html import format_paired_terminal
-    from ..report.tables import format_terminal
 
     _check_source_args(args)
     cfg = AuditConfig(split=args.split, n_boot=args.n_boot, seed=args.seed, alpha=args.alpha,
@@ -133,28 +130,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = api.audit(args.run, cfg, baseline=args.baseline)
     run_dir = Path(args.run or args.out)
-    audit = result.to_dict()
-    for warning in result.warnings:  # first: they change how every number below reads
-        print(f"WARNING: {warning}")
-    print(format_terminal(audit))
-    scores = format_scores_terminal(audit)
-    if scores:
-        print(scores)
-    if result.baseline_path:
-        print(f"\nFATE and paired differences against the baseline {result.baseline_path}")
-        paired = format_paired_terminal(audit)
-        if paired:
-            print(paired)
-    elif not result.fate:
-        print("\nno baseline: FATE is left out (give one with --baseline RUN_DIR)")
-    if result.multigroup:
-        gaps = {r["metric"]: r for r in result.multigroup["gaps"]}
-        if "eodd" in gaps:
-            r = gaps["eodd"]
-            print(f"by {result.multigroup['column']}: worst pairwise Eodd {r['gap']:.3f} "
-                  f"({r['name_a']} vs {r['name_b']})")
-    for note in result.notes:
-        print(f"note: {note}")
+    print(api.audit_text(result))
     done("metrics", run_dir / "metrics.json")
     done("report", result.report_html)
     return 0

@@ -27,7 +27,7 @@ method over seeds) and OUT/compare/ (the full comparison page).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..pipelines.table import ALL_METHODS, MITIGATION_METHODS, TABLE_METHODS, default_scp_for_table
+    from ..api import ALL_METHODS, MITIGATION_METHODS, TABLE_METHODS, default_scp_for_table
     from .common import add_score_batch_arg
     from .prune_scp import SCP_DEFAULTS
 
@@ -93,7 +93,7 @@ def config_from_args(args: argparse.Namespace):
 
     from ..data import DataConfig, SynthDermConfig
     from ..methods.audit import AuditConfig
-    from ..pipelines.table import TableConfig, default_finetune_for_table
+    from ..api import TableConfig, default_finetune_for_table
     from ..methods.train import ModelConfig
     from .prune_fairprune import _privileged
 
@@ -131,7 +131,6 @@ def scp_settings_difference(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
-    from .report import print_against
 
     print(scp_settings_difference(args))
     if args.against and args.against not in args.methods and not Path(args.against).is_dir():
@@ -139,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                          f"({', '.join(args.methods)})")
     result = api.compare(args.out, config_from_args(args), base_run=args.run, against=args.against)
     print(f"{len(result.runs)} runs ({len(result.ran)} run now, {len(result.skipped)} already finished)")
-    print_against(result.against, args.against)
+    print(api.against_text(result.against, args.against), end="")
     for line in result.premise:
         print(line)
     for note in result.notes:

@@ -51,15 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def print_against(frame, against: str | None) -> None:
-    """The paired differences of `compare_runs(against=...)` in the terminal."""
-    if frame is None:
-        return
-    print(f"\npaired differences against {against} (run minus it, same test images, paired bootstrap intervals):")
-    print(frame.to_string() if len(frame) else "(no pair of runs predicted on the same images)")
-    print()
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..methods.audit import AuditConfig
@@ -68,13 +59,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = AuditConfig(split=args.split, n_boot=args.n_boot, seed=args.seed, device=args.device)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns is not None else None
     res = api.report(args.runs, out=args.out, names=names, columns=columns, cfg=cfg, against=args.against)
-    t = res.table
-    width = max(len(n) for n in t.names)
-    if columns:
-        _print_columns(res, columns, width)
-    else:
-        _print_default(t, width)
-    print_against(res.against, args.against)
+    print(api.report_text(res, columns, args.against))
     for p in res.audited:
         print(f"audited on the fly: {p}")
     for note in res.notes:
@@ -85,25 +70,3 @@ def run(args: argparse.Namespace) -> int:
         done("columns", res.csv_path.with_name("compare_columns.csv"))
     done("report", res.html_path)
     return 0
-
-
-def _print_columns(res, columns: list[str], width: int) -> None:
-    from ..report.scores import audit_cell, column_choices
-
-    labels = column_choices()
-    heads = [labels[c][0] for c in columns]
-    widths = [max(len(h), 6) for h in heads]
-    print(f"{'run'.ljust(width)}  " + "  ".join(h.rjust(w) for h, w in zip(heads, widths)))
-    for e in res.runs:
-        cells = [audit_cell(e.audit, c) for c in columns]
-        vals = [f"{c.estimate:.3f}" if c is not None and c.estimate == c.estimate else "—" for c in cells]
-        print(f"{e.name.ljust(width)}  " + "  ".join(v.rjust(w) for v, w in zip(vals, widths)))
-
-
-def _print_default(t, width: int) -> None:
-    print(f"{'run'.ljust(width)}  {'F1 Avg.':>7}  {'Eodd':>6}  {'FATE(Eodd)':>10}")
-    for name in t.names:
-        e = t.estimate.loc[name]
-        e = e.iloc[0] if hasattr(e, "ndim") and e.ndim == 2 else e
-        fate = f"{e['fate_eodd']:+.3f}" if e["fate_eodd"] == e["fate_eodd"] else "—"
-        print(f"{name.ljust(width)}  {e['f1_avg']:7.3f}  {e['eodd']:6.3f}  {fate:>10}")
